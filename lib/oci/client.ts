@@ -216,7 +216,7 @@ export class Repository {
   }
 
   /** PUT the exact bytes of a manifest under a tag or digest, with Content-Type = its media type. */
-  async putManifest(reference: string, bytes: Uint8Array, mediaType: string): Promise<{ digest: string; location: string | undefined }> {
+  async putManifest(reference: string, bytes: Uint8Array, mediaType: string): Promise<{ digest: string; location: string | undefined; subject: string | undefined }> {
     const url = this.url(`manifests/${reference}`);
     const res = await this.transport.send({
       method: 'PUT',
@@ -229,7 +229,8 @@ export class Repository {
     });
     await discard(res.body);
     const digest = reference.includes(':') ? reference : digestOf(bytes);
-    return { digest, location: header(res.headers, 'location') };
+    // OCI-Subject: the registry indexed the manifest's subject itself (spec: "Pushing Manifests with Subject").
+    return { digest, location: header(res.headers, 'location'), subject: header(res.headers, 'oci-subject') };
   }
 
   /** DELETE a manifest by digest (spec: deleting manifests). */

@@ -1,0 +1,123 @@
+/**
+ * `copyImage`: resolve the source, plan, then run the plan: blobs in parallel under per-registry
+ * limits, each manifest as soon as everything it references is in the target, the root after its
+ * children, the tag last (invariant 1). A failure anywhere stops the rest and leaves no manifest
+ * or tag that references missing content.
+ *
+ * Cheap when there is nothing to do: if the target tag already names the source digest (and no
+ * option rewrites manifests), the copy costs one manifest HEAD on each side; if the planned root is
+ * already in the target, only the tag is written.
+ */
+import { ErrorCodes, OciRelayError } from '../errors.js';
+import { MANIFEST_MEDIA_TYPES } from '../manifest/media-types.js';
+import { parsePlatform, type PlatformFilter } from '../manifest/model.js';
+import type { Repository } from '../oci/client.js';
+import { formatReference, parseReference, type Reference } from '../ref/index.js';
+import { sided } from './execute.js';
+import { ACCEPT_SINGLE_IMAGE, resolveSource, type CopyMode } from './graph.js';
+import { planCopy } from './plan.js';
+import { copyReferrers } from './referrers.js';
+import { executePlan, type CopyOptions, type CopyResult } from './run.js';
+
+export { RegistryLimits, executePlan, type BlobCounts, type CopyOptions, type CopyResult } from './run.js';
+
+export interface CopyRequest {
+  source: string | Reference;
+  target: string | Reference;
+  /** Default `prefer-multiarch`. */
+  mode?: CopyMode;
+  /** `os/arch[/variant]` filters; an index keeps only matching entries. */
+  platforms?: ReadonlyArray<string | PlatformFilter>;
+  /** Merged into the index and every manifest (OCI media types). */
+  annotations?: Readonly<Record<string, string>>;
+  /** Copy OCI referrers and cosign-style tags of every copied manifest, recursively. */
+  referrers?: boolean;
+  /** Copy foreign / non-distributable layers instead of skipping them. */
+  includeForeignLayers?: boolean;
+}
+
+export interface ResolvedRequest {
+  source: Reference;
+  target: Reference;
+  mode: CopyMode;
+  platforms: PlatformFilter[];
+  annotations: Record<string, string>;
+}
+
+/** Validates a request: references, platforms, annotation keys. Throws before any I/O. */
+export function normaliseRequest(request: CopyRequest): ResolvedRequest {
+  const source = typeof request.source === 'string' ? parseReference(request.source) : request.source;
+  const target = typeof request.target === 'string' ? parseReference(request.target, { defaultTag: source.tag && !source.digest ? source.tag : source.digest ? '' : 'latest' }) : request.target;
+  if (!target.tag && !target.digest && !source.digest) throw new OciRelayError(ErrorCodes.Usage, 'the target needs a tag or a digest');
+  const mode = request.mode ?? 'prefer-multiarch';
+  const platforms = (request.platforms ?? []).map((p) => (typeof p === 'string' ? parsePlatform(p) : p));
+  const annotations = { ...request.annotations };
+  for (const key of Object.keys(annotations)) {
+    if (!key) throw new OciRelayError(ErrorCodes.Usage, 'an annotation key must not be empty');
+  }
+  return { source, target, mode, platforms, annotations };
+}
+
+function rewritesManifests(request: ResolvedRequest): boolean {
+  return request.platforms.length > 0 || Object.keys(request.annotations).length > 0 || request.mode === 'normalise-to-multiarch';
+}
+
+function sourceReference(ref: Reference): string {
+  return ref.digest ?? ref.tag ?? 'latest';
+}
+
+/** The manifest reference the target is addressed by for the no-op check: its tag, else its digest. */
+function targetReference(ref: Reference, root?: string): string | undefined {
+  return ref.tag ?? ref.digest ?? root;
+}
+
+export async function copyImage(request: CopyRequest, options: CopyOptions): Promise<CopyResult> {
+  const req = normaliseRequest(request);
+  const pool = options.registries;
+  const source = pool.get(req.source.registry).repository(req.source.repository, 'pull');
+  const target = pool.get(req.target.registry).repository(req.target.repository, 'push');
+  const result: CopyResult = {
+    source: formatReference(req.source),
+    target: formatReference(req.target),
+    digest: '',
+    mediaType: '',
+    noop: false,
+    blobs: { copied: 0, skipped: 0, mounted: 0, bytes: 0 },
+    manifests: 0,
+    referrers: 0,
+    notes: [],
+  };
+
+  // The near-free no-op: a HEAD on each side.
+  if (!rewritesManifests(req) && !request.referrers) {
+    const accept = req.mode === 'registry-defaults' && !req.source.digest ? ACCEPT_SINGLE_IMAGE : MANIFEST_MEDIA_TYPES;
+    const [src, dst] = await Promise.all([
+      req.source.digest ? Promise.resolve({ digest: req.source.digest, mediaType: undefined }) : sided('source', () => source.headManifest(sourceReference(req.source), { accept })),
+      sided('target', () => target.headManifest(targetReference(req.target) as string)),
+    ]);
+    if (src?.digest && dst?.digest === src.digest) {
+      return { ...result, digest: src.digest, mediaType: dst.mediaType ?? src.mediaType ?? '', noop: true };
+    }
+  }
+
+  const graph = await sided('source', () => resolveSource(source, sourceReference(req.source), { mode: req.mode, platforms: req.platforms, ...(options.signal ? { signal: options.signal } : {}) }));
+  const plan = planCopy(graph, {
+    mode: req.mode,
+    platforms: req.platforms,
+    annotations: req.annotations,
+    includeForeignLayers: request.includeForeignLayers ?? false,
+    target: { ...(req.target.tag ? { tag: req.target.tag } : {}), ...(req.target.digest ? { digest: req.target.digest } : {}) },
+  });
+  result.digest = plan.root.digest;
+  result.mediaType = plan.root.mediaType;
+  result.notes.push(...plan.notes);
+  for (const note of plan.notes) options.onEvent?.({ type: 'note', message: note });
+
+  await executePlan(plan, { source, target, options, result });
+
+  if (request.referrers) {
+    result.referrers = await copyReferrers(plan, { source, target, options });
+  }
+  return result;
+}
+

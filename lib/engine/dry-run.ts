@@ -1,0 +1,81 @@
+/**
+ * `planImage`: the dry run. It reads the source, plans, and asks the target (HEAD only) what it
+ * already has, then says what a copy would copy, skip, mount and commit. It writes nothing.
+ */
+import { formatReference } from '../ref/index.js';
+import { sided } from './execute.js';
+import { resolveSource } from './graph.js';
+import { planCopy, type Plan } from './plan.js';
+import { normaliseRequest, type CopyRequest } from './copy.js';
+import type { RegistryPool } from './registries.js';
+import pLimit from 'p-limit';
+
+export type BlobAction = 'copy' | 'skip' | 'mount';
+
+export interface DryRun {
+  source: string;
+  target: string;
+  digest: string;
+  mediaType: string;
+  /** The target already has the root under the tag: a copy would do nothing. */
+  noop: boolean;
+  blobs: Array<{ digest: string; size: number; mediaType: string; action: BlobAction }>;
+  manifests: Array<{ digest: string; mediaType: string; size: number; reference: string; verbatim: boolean; platform?: string; present: boolean }>;
+  skipped: Plan['skipped'];
+  notes: string[];
+  /** Bytes a copy would send. */
+  bytesToCopy: number;
+}
+
+export async function planImage(request: CopyRequest, options: { registries: RegistryPool; concurrency?: number }): Promise<DryRun> {
+  const req = normaliseRequest(request);
+  const source = options.registries.get(req.source.registry).repository(req.source.repository, 'pull');
+  // Pull access is all a dry run needs on the target; it never writes.
+  const target = options.registries.get(req.target.registry).repository(req.target.repository, 'pull');
+  const graph = await sided('source', () => resolveSource(source, req.source.digest ?? req.source.tag ?? 'latest', { mode: req.mode, platforms: req.platforms }));
+  const plan = planCopy(graph, {
+    mode: req.mode,
+    platforms: req.platforms,
+    annotations: req.annotations,
+    includeForeignLayers: request.includeForeignLayers ?? false,
+    target: { ...(req.target.tag ? { tag: req.target.tag } : {}), ...(req.target.digest ? { digest: req.target.digest } : {}) },
+  });
+  const limit = pLimit(options.concurrency ?? 8);
+  const same = req.source.registry === req.target.registry;
+  const rootPresent = !!(await sided('target', () => target.headManifest(plan.root.digest)));
+  const tagged = rootPresent && req.target.tag ? (await sided('target', () => target.headManifest(req.target.tag as string)))?.digest === plan.root.digest : rootPresent;
+  const blobs = await Promise.all(
+    plan.blobs.map((b) =>
+      limit(async () => {
+        const present = rootPresent || !!(await sided('target', () => target.headBlob(b.digest)));
+        const action: BlobAction = present ? 'skip' : same && !b.inline ? 'mount' : 'copy';
+        return { digest: b.digest, size: b.size, mediaType: b.mediaType, action };
+      }),
+    ),
+  );
+  const manifests = await Promise.all(
+    plan.manifests.map((m) =>
+      limit(async () => ({
+        digest: m.digest,
+        mediaType: m.mediaType,
+        size: m.size,
+        reference: m.root && req.target.tag ? req.target.tag : m.digest,
+        verbatim: m.verbatim,
+        ...(m.platform ? { platform: m.platform } : {}),
+        present: rootPresent || !!(await sided('target', () => target.headManifest(m.digest))),
+      })),
+    ),
+  );
+  return {
+    source: formatReference(req.source),
+    target: formatReference(req.target),
+    digest: plan.root.digest,
+    mediaType: plan.root.mediaType,
+    noop: tagged,
+    blobs,
+    manifests,
+    skipped: plan.skipped,
+    notes: plan.notes,
+    bytesToCopy: blobs.filter((b) => b.action === 'copy').reduce((n, b) => n + b.size, 0),
+  };
+}

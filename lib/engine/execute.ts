@@ -1,0 +1,202 @@
+/**
+ * Executors: the small, idempotent I/O steps a plan is made of. Content addressing is the
+ * idempotency key: a blob or manifest already present in the target is done.
+ *
+ * - `copyBlob`: skip when present (HEAD), mount when the target registry already holds the blob
+ *   in another repository (always tried first within one registry), else stream GET -> PUT with
+ *   the source bytes verified on the way (the last byte is released only after the digest matched).
+ * - `commitManifest`: PUT the exact planned bytes, and keep the referrers tag schema up to date on
+ *   registries without the referrers API.
+ */
+import { Readable } from 'node:stream';
+import { digestOf } from '../digest.js';
+import { OciRelayError, RegistryError, type Side } from '../errors.js';
+import { MediaTypes } from '../manifest/media-types.js';
+import { parseManifest, type Descriptor } from '../manifest/model.js';
+import type { Repository } from '../oci/client.js';
+import { isRetryableNetworkError, sleep } from '../oci/retry.js';
+import type { PlannedBlob, PlannedManifest } from './plan.js';
+
+export type BlobOutcome = 'copied' | 'skipped' | 'mounted';
+
+export type CopyEvent =
+  | { type: 'blob-start'; digest: string; size: number }
+  | { type: 'blob-progress'; digest: string; bytes: number; size: number }
+  | { type: 'blob-done'; digest: string; size: number; outcome: BlobOutcome; bytes: number }
+  | { type: 'manifest'; digest: string; mediaType: string; reference: string }
+  | { type: 'note'; message: string };
+
+/** Where blobs are known to live, per registry, so that later copies into it can mount. */
+export class BlobLocations {
+  private readonly byRegistry = new Map<string, Map<string, Set<string>>>();
+
+  add(registry: string, repository: string, digest: string): void {
+    let digests = this.byRegistry.get(registry);
+    if (!digests) {
+      digests = new Map();
+      this.byRegistry.set(registry, digests);
+    }
+    let repos = digests.get(digest);
+    if (!repos) {
+      repos = new Set();
+      digests.set(digest, repos);
+    }
+    repos.add(repository);
+  }
+
+  /** A repository of `registry` other than `except` known to hold `digest`. */
+  find(registry: string, digest: string, except: string): string | undefined {
+    for (const repo of this.byRegistry.get(registry)?.get(digest) ?? []) if (repo !== except) return repo;
+    return undefined;
+  }
+}
+
+export interface TransferContext {
+  source: Repository;
+  target: Repository;
+  locations?: BlobLocations;
+  onEvent?: (event: CopyEvent) => void;
+  /** Upload in chunks of this many bytes instead of one streamed PUT. */
+  chunkSize?: number;
+  /**
+   * Whole-blob attempts when a transfer fails in a way worth repeating (a reset mid-upload, a 5xx
+   * on the closing PUT). Default 3; each attempt opens a fresh session and a fresh source stream.
+   */
+  blobAttempts?: number;
+  signal?: AbortSignal;
+}
+
+export function sameRegistry(ctx: TransferContext): boolean {
+  return ctx.source.client.registry === ctx.target.client.registry;
+}
+
+/** Copies one blob; idempotent. */
+export async function copyBlob(ctx: TransferContext, blob: PlannedBlob): Promise<{ outcome: BlobOutcome; bytes: number }> {
+  const { source, target } = ctx;
+  const registry = target.client.registry;
+  ctx.onEvent?.({ type: 'blob-start', digest: blob.digest, size: blob.size });
+  const done = (outcome: BlobOutcome, bytes: number): { outcome: BlobOutcome; bytes: number } => {
+    ctx.locations?.add(registry, target.name, blob.digest);
+    ctx.onEvent?.({ type: 'blob-done', digest: blob.digest, size: blob.size, outcome, bytes });
+    return { outcome, bytes };
+  };
+  ctx.locations?.add(source.client.registry, source.name, blob.digest);
+
+  // Within one registry a mount is one request and answers "present" as well (201 either way).
+  let mountFrom = sameRegistry(ctx) && !blob.inline ? source.name : undefined;
+  if (!mountFrom) {
+    const present = await sided('target', () => target.headBlob(blob.digest));
+    if (present) return done('skipped', 0);
+    mountFrom = ctx.locations?.find(registry, blob.digest, target.name);
+  }
+
+  const attempts = ctx.blobAttempts ?? 3;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const result = await sided('target', () =>
+        target.pushBlob(
+          { digest: blob.digest, size: blob.size },
+          async () => (blob.inline ? inlineStream(blob) : sourceStream(source, blob, ctx.signal)),
+          {
+            ...(mountFrom ? { mountFrom } : {}),
+            ...(ctx.chunkSize ? { chunkSize: ctx.chunkSize } : {}),
+            ...(ctx.signal ? { signal: ctx.signal } : {}),
+            onProgress: (bytes) => ctx.onEvent?.({ type: 'blob-progress', digest: blob.digest, bytes, size: blob.size }),
+          },
+        ),
+      );
+      return done(result.outcome === 'mounted' ? 'mounted' : 'copied', result.bytesSent);
+    } catch (err) {
+      if (attempt >= attempts || ctx.signal?.aborted || !worthAnotherAttempt(err)) throw err;
+      mountFrom = undefined; // a mount that failed half-way is not tried again
+      await sleep(200 * 2 ** (attempt - 1), ctx.signal);
+    }
+  }
+}
+
+/** Failures of the transfer itself (not of the content): resets, stalls, 5xx on the upload. */
+function worthAnotherAttempt(err: unknown): boolean {
+  if (err instanceof OciRelayError) {
+    if (err.code === 'ERR_DIGEST_MISMATCH' || err.code === 'ERR_SIZE_MISMATCH') return false;
+    return err.retryable;
+  }
+  return isRetryableNetworkError(err);
+}
+
+async function sourceStream(source: Repository, blob: PlannedBlob, signal?: AbortSignal): Promise<Readable> {
+  const stream = await sided('source', () => source.fetchBlob({ digest: blob.digest, size: blob.size }, signal ? { signal } : {}));
+  // Errors of the source stream surface through the upload; name their side before they do.
+  stream.prependListener('error', (err) => {
+    if (err instanceof OciRelayError) err.attachSide('source');
+  });
+  return stream;
+}
+
+function inlineStream(blob: PlannedBlob): Readable {
+  const bytes = blob.inline as Buffer;
+  if (digestOf(bytes) !== blob.digest || bytes.length !== blob.size) {
+    throw new OciRelayError('ERR_DIGEST_MISMATCH', `generated blob ${blob.digest} does not match its own bytes`);
+  }
+  return Readable.from([bytes]);
+}
+
+/** Runs a registry operation and names the side of any error it throws. */
+export async function sided<T>(side: Side, operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } catch (err) {
+    if (err instanceof OciRelayError) err.attachSide(side);
+    throw err;
+  }
+}
+
+/**
+ * PUTs a planned manifest under `reference` (its digest, or a tag for the last step). When the
+ * manifest has a subject and the registry did not index it (no OCI-Subject header), the referrers
+ * tag schema index is updated as the distribution spec asks of clients.
+ */
+export async function commitManifest(ctx: Pick<TransferContext, 'target' | 'onEvent'>, manifest: PlannedManifest, reference: string = manifest.digest): Promise<void> {
+  const result = await sided('target', () => ctx.target.putManifest(reference, manifest.bytes, manifest.mediaType));
+  ctx.onEvent?.({ type: 'manifest', digest: manifest.digest, mediaType: manifest.mediaType, reference });
+  const parsed = parseManifest(manifest.bytes, manifest.mediaType);
+  if (parsed.subject && !result.subject) {
+    await sided('target', () => addToReferrersTag(ctx.target, parsed.subject as Descriptor, referrerDescriptor(manifest, parsed)));
+  }
+}
+
+/** The descriptor a referrers index lists for a manifest (spec: artifactType, else config mediaType; annotations). */
+export function referrerDescriptor(manifest: { digest: string; size: number; mediaType: string }, parsed: ReturnType<typeof parseManifest>): Descriptor {
+  const artifactType = parsed.kind === 'image' ? (parsed.artifactType ?? parsed.config.mediaType) : typeof parsed.json.artifactType === 'string' ? parsed.json.artifactType : undefined;
+  return {
+    mediaType: manifest.mediaType,
+    digest: manifest.digest,
+    size: manifest.size,
+    ...(artifactType ? { artifactType } : {}),
+    ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
+  };
+}
+
+/** The `<alg>-<hex>` tag of the referrers tag schema. */
+export function referrersTag(digest: string): string {
+  const [algorithm, encoded] = digest.split(':') as [string, string];
+  return `${algorithm.slice(0, 32)}-${encoded.slice(0, 64)}`;
+}
+
+async function addToReferrersTag(target: Repository, subject: Descriptor, entry: Descriptor): Promise<void> {
+  const tag = referrersTag(subject.digest);
+  let manifests: Descriptor[] = [];
+  let json: Record<string, unknown> = { schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests };
+  try {
+    const current = await target.getManifest(tag, { accept: [MediaTypes.ociIndex] });
+    const parsed = parseManifest(current.bytes, current.mediaType);
+    if (parsed.kind === 'index') {
+      manifests = parsed.manifests;
+      json = parsed.json;
+    }
+  } catch (err) {
+    if (!(err instanceof RegistryError && err.notFound)) throw err;
+  }
+  if (manifests.some((d) => d.digest === entry.digest)) return;
+  const next = Buffer.from(JSON.stringify({ ...json, manifests: [...manifests, entry] }));
+  await target.putManifest(tag, next, MediaTypes.ociIndex);
+}

@@ -1,0 +1,7 @@
+// The test support layer: real servers (distribution registry, token server), a programmable
+// proxy, and image fixtures built with umoci/skopeo. See each module for details.
+export * from './registry.js';
+export * from './token-server.js';
+export * from './proxy.js';
+export * from './fixtures.js';
+export { freePort, makeTempDir, removeTempDir, pollUntil, CommandError } from './process.js';
