@@ -9,6 +9,7 @@ const USAGE = `usage: ocirelay <command> [options]
 commands:
   copy SRC DST        copy an image between registries
   plan SRC DST        show what a copy would do, without writing anything
+  export REF --to D   write an image's layers as a tar archive (file, -, or s3://bucket/key)
 
 Run 'ocirelay <command> --help' for the options of a command.
 `;
@@ -18,6 +19,7 @@ type Command = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, () => Promise<Command>> = {
   copy: async () => (await import('./commands/copy.js')).copyCommand,
   plan: async () => (await import('./commands/copy.js')).planCommand,
+  export: async () => (await import('./commands/export.js')).exportCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -43,11 +43,13 @@
  * - images built with docker < 1.8.3 are not re-encoded through docker's `V1Image` struct first
  *   (docker's fallback for them), so their config bytes differ from docker's; they stay valid.
  *
- * The manifest is serialised as docker's distribution library serialises schema-2 manifests
- * (`json.MarshalIndent(m, "", "   ")`, which is what `docker push` and containerd's converter
- * produce): three-space indent, keys in the order schemaVersion, mediaType, config, layers and
- * mediaType, size, digest in each descriptor. Layers are always
- * `application/vnd.docker.image.rootfs.diff.tar.gzip`, as skopeo writes them.
+ * The manifest is serialised compactly (`JSON.stringify`, no whitespace), keys in the order
+ * schemaVersion, mediaType, config, layers and mediaType, size, digest in each descriptor, layers
+ * always `application/vnd.docker.image.rootfs.diff.tar.gzip`: byte for byte what
+ * `skopeo copy --format v2s2` writes for the same schema-1 image (containers/image
+ * `convertToManifestSchema2`, `json.Marshal`), so config and manifest digests both match skopeo's.
+ * (docker's distribution library would indent by three spaces; that is only formatting, but it
+ * changes the digest, and skopeo is the tool ocirelay is measured against.)
  */
 import { digestOf, parseDigest } from '../digest.js';
 import { ManifestError, truncate } from '../errors.js';
@@ -91,6 +93,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 function describe(value: unknown): string {
+  if (value === undefined) return 'no value';
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'string') return `the string ${JSON.stringify(truncate(value, 80))}`;
@@ -282,7 +285,7 @@ export function convertSchema1(manifest: Schema1Manifest, layers: { blobSum: str
     config: { mediaType: MediaTypes.dockerConfig, size: config.byteLength, digest: configDigest },
     layers: layers.map((layer) => ({ mediaType: MediaTypes.dockerLayerGzip, size: layer.size, digest: layer.blobSum })),
   };
-  const manifestBytes = Buffer.from(JSON.stringify(schema2, null, 3), 'utf8');
+  const manifestBytes = Buffer.from(JSON.stringify(schema2), 'utf8');
   return { config, configDigest, manifest: manifestBytes, manifestDigest: digestOf(manifestBytes) };
 }
 

@@ -5,3 +5,5 @@ export * from './token-server.js';
 export * from './proxy.js';
 export * from './fixtures.js';
 export { freePort, makeTempDir, removeTempDir, pollUntil, CommandError } from './process.js';
+export { startS3, type RunningS3 } from './s3.js';
+export * from './images.js';

@@ -1,0 +1,248 @@
+// Layer tar export (issue #4), judged by the standard tools: GNU tar lists and extracts the
+// archives, skopeo reads `oci` and `docker` archives back, s3rver holds what the S3 sink wrote.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { RegistryPool } from '../lib/engine/registries.js';
+import { exportImage } from '../lib/export/export.js';
+import { archiveSize, dockerEntries, layersEntries, registryBlob, ustarEncodable } from '../lib/export/formats.js';
+import { FileArchiveStore } from '../lib/ports/archive-store.js';
+import { choosePartSize, S3ArchiveStore, MiB } from '../lib/ports/s3-archive-store.js';
+import { digestOf } from '../lib/digest.js';
+import { MediaTypes } from '../lib/manifest/media-types.js';
+import { inspectConfigRaw, inspectRaw, makeTempDir, pushTestImage, pushTestIndex, skopeo, startProxy, startRegistry, startS3, tarOf, type PushedImage, type RunningProxy, type RunningRegistry, type RunningS3 } from './support/index.js';
+
+const exec = promisify(execFile);
+
+let registry: RunningRegistry;
+let proxy: RunningProxy;
+let check: RunningRegistry;
+let s3: RunningS3;
+let pool: RegistryPool;
+let dir: string;
+let single: PushedImage;
+let amd64: PushedImage;
+let arm64: PushedImage;
+let indexDigest: string;
+let big: PushedImage;
+const files = new FileArchiveStore();
+
+before(async () => {
+  [registry, check, s3] = await Promise.all([startRegistry(), startRegistry(), startS3()]);
+  proxy = await startProxy(registry.url);
+  pool = new RegistryPool();
+  dir = makeTempDir('export');
+  // Uncompressed tar layers: every size is an exact multiple of 512, the case the reference got wrong.
+  const layerA = tarOf({ 'etc/a': 'alpha\n', 'bin/tool': randomBytes(3000) });
+  const layerB = tarOf({ 'data/b': randomBytes(512 * 7) });
+  assert.equal(layerA.length % 512, 0);
+  assert.equal(layerB.length % 512, 0);
+  single = await pushTestImage(registry.host, 'app/single', 'v1', { layers: [{ bytes: layerA }, { bytes: layerB }, { bytes: layerA }] });
+  amd64 = await pushTestImage(registry.host, 'app/multi', 'amd64', { layers: [{ bytes: layerA }, { bytes: tarOf({ amd: 'x86' }) }] });
+  arm64 = await pushTestImage(registry.host, 'app/multi', 'arm64', { architecture: 'arm64', variant: 'v8', layers: [{ bytes: layerA }, { bytes: tarOf({ arm: 'aarch64' }) }] });
+  indexDigest = (await pushTestIndex(registry.host, 'app/multi', 'v1', [{ image: amd64, platform: { os: 'linux', architecture: 'amd64' } }, { image: arm64, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } }])).digest;
+  // Over 100 MiB: a 12 MiB layer first, so a corruption in the second lands after multipart has begun.
+  big = await pushTestImage(registry.host, 'app/big', 'v1', { layers: [{ bytes: randomBytes(12 * MiB), mediaType: MediaTypes.ociLayerGzip }, { bytes: randomBytes(96 * MiB), mediaType: MediaTypes.ociLayerGzip }] });
+});
+
+after(async () => {
+  await pool?.close();
+  await Promise.all([registry?.stop(), check?.stop(), s3?.stop(), proxy?.stop()]);
+});
+
+async function gnuTarList(path: string): Promise<string[]> {
+  const { stdout } = await exec('tar', ['-tvf', path]);
+  return stdout.trim().split('\n');
+}
+
+async function extract(path: string): Promise<string> {
+  const out = makeTempDir('extract');
+  await exec('tar', ['-xf', path, '-C', out]);
+  return out;
+}
+
+const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+describe('layers format', () => {
+  test('GNU tar lists every member, each named by the sha256 of its content, sizes that are multiples of 512 included', async () => {
+    const path = join(dir, 'single-layers.tar');
+    const result = await exportImage({ source: `${registry.host}/app/single:v1`, destination: path }, { registries: pool, store: files });
+    assert.equal(result.format, 'layers');
+    assert.equal(result.digest, single.digest);
+    const listing = await gnuTarList(path);
+    // config + two distinct layers (layerA appears twice in the manifest, once in the archive)
+    assert.equal(listing.length, 3, listing.join('\n'));
+    for (const line of listing) assert.match(line, /^-rw-r--r-- 0\/0 +\d+ 1970-01-01 00:00 sha256:[0-9a-f]{64}\.tar$/);
+    const names = listing.map((l) => l.split(' ').at(-1) as string);
+    assert.deepEqual(names, [`${single.configDigest}.tar`, `${single.layers[0]?.digest}.tar`, `${single.layers[1]?.digest}.tar`]);
+    const out = await extract(path);
+    for (const name of names) {
+      const bytes = await readFile(join(out, name));
+      assert.equal(sha256(bytes), name.slice(0, -'.tar'.length));
+    }
+    const size = (await stat(path)).size;
+    assert.equal(size, result.bytes);
+    assert.equal(sha256(await readFile(path)), result.sha256);
+    // The padding is exact: header + data rounded up to 512 for each member, plus the two end blocks.
+    const expected = [single.config.length, single.layers[0]?.size as number, single.layers[1]?.size as number].reduce((n, s) => n + 512 + Math.ceil(s / 512) * 512, 1024);
+    assert.equal(size, expected);
+  });
+
+  test('--no-config leaves the config out; exporting twice gives byte-identical archives', async () => {
+    const a = join(dir, 'noconfig-a.tar');
+    const b = join(dir, 'noconfig-b.tar');
+    await exportImage({ source: `${registry.host}/app/single:v1`, destination: a, noConfig: true }, { registries: pool, store: files });
+    await exportImage({ source: `${registry.host}/app/single:v1`, destination: b, noConfig: true }, { registries: pool, store: files });
+    const listing = await gnuTarList(a);
+    assert.equal(listing.length, 2);
+    assert.ok(!listing.some((l) => l.includes(single.configDigest)));
+    assert.ok((await readFile(a)).equals(await readFile(b)));
+  });
+
+  test('an index needs one platform: the error lists the platforms; --platform picks one', async () => {
+    await assert.rejects(exportImage({ source: `${registry.host}/app/multi:v1`, destination: join(dir, 'x.tar') }, { registries: pool, store: files }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'ERR_PLATFORM_NOT_FOUND');
+      assert.match(err.message, /linux\/amd64, linux\/arm64\/v8/);
+      assert.match(err.message, /--platform/);
+      return true;
+    });
+    assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('x.tar') || n.startsWith('.x.tar')), []);
+    const path = join(dir, 'arm.tar');
+    const result = await exportImage({ source: `${registry.host}/app/multi:v1`, destination: path, platform: 'linux/arm64' }, { registries: pool, store: files });
+    assert.equal(result.digest, arm64.digest);
+    assert.equal(result.platform, 'linux/arm64/v8');
+    const names = (await gnuTarList(path)).map((l) => l.split(' ').at(-1));
+    assert.deepEqual(names, [`${arm64.configDigest}.tar`, ...arm64.layers.map((l) => `${l.digest}.tar`)]);
+    await assert.rejects(exportImage({ source: `${registry.host}/app/multi:v1`, destination: join(dir, 'y.tar'), platform: 'linux/s390x' }, { registries: pool, store: files }), /available: linux\/amd64, linux\/arm64\/v8/);
+  });
+});
+
+describe('oci format', () => {
+  test('skopeo reads the archive back to the same manifest digest (single image)', async () => {
+    const path = join(dir, 'single-oci.tar');
+    await exportImage({ source: `${registry.host}/app/single:v1`, destination: path, format: 'oci' }, { registries: pool, store: files });
+    const listing = await gnuTarList(path);
+    assert.match(listing[0] as string, / oci-layout$/);
+    assert.match(listing[1] as string, / index.json$/);
+    await skopeo(['copy', '--preserve-digests', '--dest-tls-verify=false', `oci-archive:${path}:v1`, `docker://${check.host}/back/single:v1`]);
+    assert.ok((await inspectRaw(`${check.host}/back/single:v1`)).equals(single.manifest));
+  });
+
+  test('a multi-platform image keeps its whole index; --platform narrows it', async () => {
+    const whole = join(dir, 'multi-oci.tar');
+    const result = await exportImage({ source: `${registry.host}/app/multi:v1`, destination: whole, format: 'oci' }, { registries: pool, store: files });
+    assert.equal(result.digest, indexDigest);
+    await skopeo(['copy', '--all', '--preserve-digests', '--dest-tls-verify=false', `oci-archive:${whole}:v1`, `docker://${check.host}/back/multi:v1`]);
+    const raw = await inspectRaw(`${check.host}/back/multi:v1`);
+    assert.equal(digestOf(raw), indexDigest);
+    assert.ok((await inspectRaw(`${check.host}/back/multi@${arm64.digest}`)).equals(arm64.manifest));
+
+    const narrowed = join(dir, 'multi-oci-arm.tar');
+    const one = await exportImage({ source: `${registry.host}/app/multi:v1`, destination: narrowed, format: 'oci', platform: 'linux/arm64' }, { registries: pool, store: files });
+    assert.notEqual(one.digest, indexDigest);
+    await skopeo(['copy', '--all', '--preserve-digests', '--dest-tls-verify=false', `oci-archive:${narrowed}:v1`, `docker://${check.host}/back/multi-arm:v1`]);
+    const index = JSON.parse((await inspectRaw(`${check.host}/back/multi-arm:v1`)).toString()) as { manifests: Array<{ digest: string; platform: unknown }> };
+    assert.deepEqual(index.manifests.map((m) => m.digest), [arm64.digest]);
+    assert.deepEqual(index.manifests[0]?.platform, { os: 'linux', architecture: 'arm64', variant: 'v8' });
+  });
+});
+
+describe('docker format', () => {
+  test('skopeo reads the docker-archive: same config and layers', async () => {
+    const path = join(dir, 'single-docker.tar');
+    await exportImage({ source: `${registry.host}/app/single:v1`, destination: path, format: 'docker' }, { registries: pool, store: files });
+    const out = await extract(path);
+    const manifest = JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8')) as Array<{ Config: string; RepoTags: string[]; Layers: string[] }>;
+    assert.deepEqual(manifest[0]?.RepoTags, [`${registry.host}/app/single:v1`]);
+    assert.equal(manifest[0]?.Layers.length, 3);
+    await skopeo(['copy', '--preserve-digests', '--dest-tls-verify=false', `docker-archive:${path}`, `docker://${check.host}/back/docker:v1`]);
+    assert.ok((await inspectConfigRaw(`${check.host}/back/docker:v1`)).equals(single.config));
+    const pushed = JSON.parse((await inspectRaw(`${check.host}/back/docker:v1`)).toString()) as { layers: Array<{ digest: string }> };
+    assert.deepEqual(pushed.layers.map((l) => l.digest), single.layers.map((l) => l.digest));
+  });
+});
+
+describe('integrity', () => {
+  test('a corrupted source blob aborts the export and leaves no complete-looking file', async () => {
+    const target = amd64.layers[1]?.digest as string;
+    proxy.intercept = (req) => (req.method === 'GET' && req.path.includes(`/blobs/${target}`) ? { transformResponseBody: (b) => Buffer.concat([b.subarray(0, b.length - 1), Buffer.from([b[b.length - 1]! ^ 0xff])]) } : undefined);
+    try {
+      const path = join(dir, 'corrupt.tar');
+      await assert.rejects(exportImage({ source: `${proxy.host}/app/multi@${amd64.digest}`, destination: path }, { registries: pool, store: files }), (err: Error & { code?: string; side?: string }) => {
+        assert.equal(err.code, 'ERR_DIGEST_MISMATCH');
+        assert.equal(err.side, 'source');
+        return true;
+      });
+      assert.deepEqual((await readdir(dir)).filter((n) => n.includes('corrupt')), []);
+    } finally {
+      proxy.intercept = () => undefined;
+    }
+  });
+
+  test('pure layout: sizes are exact, long names are pax-encoded, blobs come from memory when generated', () => {
+    const image = { config: { mediaType: MediaTypes.ociConfig, digest: digestOf('c'), size: 1 }, layers: [{ mediaType: MediaTypes.ociLayerTar, digest: digestOf('l'), size: 1024 }] };
+    const entries = layersEntries(image, { includeConfig: true, blob: registryBlob(new Map([[digestOf('c'), Buffer.from('c')]])) });
+    assert.deepEqual(entries.map((e) => e.content?.kind), ['bytes', 'blob']);
+    assert.equal(archiveSize(entries), 1024 + (512 + 512) + (512 + 1024));
+    assert.ok(ustarEncodable(`blobs/sha256/${'a'.repeat(64)}`));
+    assert.ok(!ustarEncodable(`blobs/sha512/${'a'.repeat(128)}`));
+    const docker = dockerEntries(image, { repoTag: 'example.com/app:v1', blob: registryBlob(new Map()) });
+    assert.deepEqual(docker.map((e) => e.name), ['manifest.json', `${digestOf('c').slice(7)}.json`, `${digestOf('l').slice(7)}.tar`, 'repositories']);
+  });
+});
+
+describe('S3 sink', () => {
+  const client = (): S3Client => new S3Client({ endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, requestChecksumCalculation: 'WHEN_REQUIRED' });
+
+  test('part size fits the S3 object limit in 10,000 parts and never goes below 5 MiB', () => {
+    assert.equal(choosePartSize(undefined), 5 * MiB);
+    assert.equal(choosePartSize(100 * MiB), 5 * MiB);
+    assert.equal(choosePartSize(50_000 * MiB), 5 * MiB);
+    assert.equal(choosePartSize(50_001 * MiB), 6 * MiB);
+    const limit = 5 * 1024 * 1024 * MiB;
+    assert.ok(choosePartSize(limit) * 10_000 >= limit);
+    assert.throws(() => choosePartSize(limit + 1), /S3 object limit/);
+  });
+
+  test('a multipart export over 100 MiB is byte-identical to the file export, with metadata', async () => {
+    const file = join(dir, 'big.tar');
+    const fromFile = await exportImage({ source: `${registry.host}/app/big:v1`, destination: file }, { registries: pool, store: files });
+    assert.ok(fromFile.bytes > 100 * MiB);
+    const store = new S3ArchiveStore({ client: client() });
+    const key = 'exports/app/big/v1.tar';
+    const fromS3 = await exportImage({ source: `${registry.host}/app/big:v1`, destination: `s3://${s3.bucket}/${key}` }, { registries: pool, store });
+    assert.equal(fromS3.destination, `s3://${s3.bucket}/${key}`);
+    assert.equal(fromS3.sha256, fromFile.sha256);
+    const object = await client().send(new GetObjectCommand({ Bucket: s3.bucket, Key: key }));
+    const body = Buffer.from(await (object.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
+    assert.equal(body.length, fromFile.bytes);
+    assert.equal(sha256(body), fromFile.sha256);
+    assert.equal(object.Metadata?.['source-digest'], big.digest);
+    assert.equal(object.Metadata?.['source-reference'], `${registry.host}/app/big:v1`);
+    assert.equal(object.Metadata?.format, 'layers');
+  });
+
+  test('a corrupted blob aborts the multipart upload: AbortMultipartUpload is sent and no object appears', async () => {
+    const s3proxy = await startProxy(s3.endpoint);
+    const target = big.layers[1]?.digest as string;
+    proxy.intercept = (req) => (req.method === 'GET' && req.path.includes(`/blobs/${target}`) ? { transformResponseBody: (b) => { const c = Buffer.from(b); c[c.length - 10]! ^= 1; return c; } } : undefined);
+    try {
+      const store = new S3ArchiveStore({ client: new S3Client({ endpoint: s3proxy.url, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, requestChecksumCalculation: 'WHEN_REQUIRED' }) });
+      const key = 'exports/corrupt.tar';
+      await assert.rejects(exportImage({ source: `${proxy.host}/app/big:v1`, destination: `s3://${s3.bucket}/${key}` }, { registries: pool, store }), (err: Error & { code?: string }) => err.code === 'ERR_DIGEST_MISMATCH');
+      const methods = s3proxy.requests.map((r) => `${r.method} ${r.path.replace(/\?.*/, '')}${/[?&]uploads(=|&|$)/.test(r.path) ? '?uploads' : /uploadId=/.test(r.path) ? '?uploadId' : ''}`);
+      assert.ok(methods.includes(`POST /${s3.bucket}/${key}?uploads`), methods.join('\n'));
+      assert.ok(methods.includes(`DELETE /${s3.bucket}/${key}?uploadId`), `no AbortMultipartUpload in:\n${methods.join('\n')}`);
+      assert.ok(!methods.some((m) => m.startsWith(`POST /${s3.bucket}/${key}?uploadId`)), 'CompleteMultipartUpload must never be sent');
+      await assert.rejects(client().send(new HeadObjectCommand({ Bucket: s3.bucket, Key: key })), (err: Error) => err.name === 'NotFound');
+    } finally {
+      proxy.intercept = () => undefined;
+      await s3proxy.stop();
+    }
+  });
+});
