@@ -12,7 +12,7 @@ import { RegistryPool } from '../lib/engine/registries.js';
 import { exportImage } from '../lib/export/export.js';
 import { archiveSize, dockerEntries, layersEntries, registryBlob, ustarEncodable } from '../lib/export/formats.js';
 import { FileArchiveStore } from '../lib/ports/archive-store.js';
-import { choosePartSize, S3ArchiveStore, MiB } from '../lib/ports/s3-archive-store.js';
+import { choosePartSize, S3ArchiveStore, MiB } from '../lib/aws/s3-archive-store.js';
 import { digestOf } from '../lib/digest.js';
 import { MediaTypes } from '../lib/manifest/media-types.js';
 import { inspectConfigRaw, inspectRaw, makeTempDir, pushTestImage, pushTestIndex, skopeo, startProxy, startRegistry, startS3, tarOf, type PushedImage, type RunningProxy, type RunningRegistry, type RunningS3 } from './support/index.js';

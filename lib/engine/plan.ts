@@ -50,6 +50,8 @@ export interface PlannedManifest {
   bytes: Buffer;
   /** True when the bytes are the source's own. */
   verbatim: boolean;
+  /** The source manifest this one was made from (its own digest when verbatim; absent for a made-up wrapper index). */
+  sourceDigest?: string;
   /** Digests (blobs and child manifests) that must be in the target before this is pushed. */
   dependsOn: string[];
   /** The platform, for children of an index. */
@@ -146,8 +148,8 @@ export function planCopy(graph: SourceGraph, options: PlanOptions): Plan {
       json = annotate({ mediaType: node.mediaType, json: base }) ?? (changed ? base : undefined);
     }
     const result: PlannedManifest = json
-      ? { ...finish(json, detectIndent(node.bytes)), mediaType: node.mediaType, verbatim: false, dependsOn, ...(platform ? { platform } : {}) }
-      : { digest: node.digest, size: node.size, bytes: node.bytes, mediaType: node.mediaType, verbatim: !graph.convertedFrom || !isRoot, dependsOn, ...(platform ? { platform } : {}) };
+      ? { ...finish(json, detectIndent(node.bytes)), mediaType: node.mediaType, verbatim: false, sourceDigest: node.digest, dependsOn, ...(platform ? { platform } : {}) }
+      : { digest: node.digest, size: node.size, bytes: node.bytes, mediaType: node.mediaType, verbatim: true, sourceDigest: node.digest, dependsOn, ...(platform ? { platform } : {}) };
     // A converted schema-1 image is never verbatim: its bytes were made here.
     if (isRoot && graph.convertedFrom) result.verbatim = false;
     planned.set(node.digest, result);

@@ -57,7 +57,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
 
   let store: ArchiveStore;
   if (destination.startsWith('s3://')) {
-    const { S3ArchiveStore, parseS3Url } = await import('../../ports/s3-archive-store.js');
+    const { S3ArchiveStore, parseS3Url } = await import('../../aws/s3-archive-store.js');
     parseS3Url(destination);
     store = new S3ArchiveStore({ ...(sse ? { serverSideEncryption: sse as 'AES256' | 'aws:kms' } : {}), ...(values['kms-key-id'] ? { kmsKeyId: values['kms-key-id'] as string } : {}) });
   } else {

@@ -15,7 +15,7 @@
  */
 import { PassThrough } from 'node:stream';
 import { ErrorCodes, OciRelayError } from '../errors.js';
-import type { ArchiveInfo, ArchiveStore, ArchiveWriter } from './archive-store.js';
+import type { ArchiveInfo, ArchiveStore, ArchiveWriter } from '../ports/archive-store.js';
 import type { S3Client } from '@aws-sdk/client-s3';
 
 export const MiB = 1024 * 1024;

@@ -1,0 +1,135 @@
+/**
+ * The embedded runtime: the serverless pipeline in one process. The very same handlers as the
+ * Lambda functions (createFanoutHandler, createWorkerHandler, createExportHandler) run over the
+ * in-memory ports, fed the same serialised messages and SQS-shaped events, so what works here
+ * works in AWS. Consumers poll the in-memory queues like Lambda's event source mappings do:
+ * batches, partial batch failures, redelivery after the visibility timeout, dead letters after
+ * maxReceiveCount.
+ */
+import { BlobLocations } from '../engine/execute.js';
+import type { RegistryPool } from '../engine/registries.js';
+import type { ArchiveStore } from '../ports/archive-store.js';
+import { InProcessInvoker } from '../ports/invoker.js';
+import { InMemoryQueue, type Delivery } from '../ports/queue.js';
+import { createExportHandler, createFanoutHandler, createWorkerHandler, type LambdaContext, type SqsBatchResponse, type SqsEvent } from './handlers.js';
+import { serialise, type ReplicationRequest } from './messages.js';
+import type { PipelineEnv } from './stages.js';
+import { nullMetrics, silentLogger, type Logger, type Metrics } from './telemetry.js';
+
+export interface EmbeddedOptions {
+  registries: RegistryPool;
+  store: ArchiveStore;
+  logger?: Logger;
+  metrics?: Metrics;
+  /** Batches in flight per queue (Lambda's maximum concurrency). Default 4. */
+  concurrency?: number;
+  /** Records per batch. Default 5. */
+  batchSize?: number;
+  /** Receives before a task is dead-lettered. Default 20. */
+  maxReceiveCount?: number;
+  /** Backoff for not-ready commits and retries, in seconds. Default 0.05·2^n, at most 5 s: in one process the wait is for sibling tasks, not for other machines. */
+  backoffSeconds?: (receiveCount: number) => number;
+  /** Time budget of one task invocation. Default 15 minutes, as a Lambda's. */
+  invocationMs?: number;
+  /** Environment overrides (thresholds, chunk sizes) for the stages. */
+  env?: Partial<PipelineEnv>;
+}
+
+export class EmbeddedPipeline {
+  readonly work: InMemoryQueue;
+  readonly exports: InMemoryQueue;
+  readonly deadLetters: InMemoryQueue;
+  readonly fanout: InProcessInvoker;
+  readonly env: PipelineEnv;
+  private readonly options: EmbeddedOptions;
+  private readonly worker: (event: SqsEvent, context?: LambdaContext) => Promise<SqsBatchResponse>;
+  private readonly exporter: (event: SqsEvent, context?: LambdaContext) => Promise<SqsBatchResponse>;
+  private stopped = false;
+
+  constructor(options: EmbeddedOptions) {
+    this.options = options;
+    const maxReceiveCount = options.maxReceiveCount ?? 20;
+    this.work = new InMemoryQueue({ name: 'work', visibilityTimeoutSeconds: 900, maxReceiveCount });
+    this.exports = new InMemoryQueue({ name: 'exports', visibilityTimeoutSeconds: 900, maxReceiveCount });
+    this.deadLetters = new InMemoryQueue({ name: 'dead-letters' });
+    const fanoutHandler = createFanoutHandler(() => this.env);
+    this.fanout = new InProcessInvoker(async (payload) => {
+      const outcome = await fanoutHandler(JSON.parse(payload) as unknown);
+      if (outcome.status === 'invalid') await this.deadLetters.send([payload]);
+    });
+    this.env = {
+      registries: options.registries,
+      store: options.store,
+      work: this.work,
+      exports: this.exports,
+      deadLetters: this.deadLetters,
+      fanout: this.fanout,
+      logger: options.logger ?? silentLogger,
+      metrics: options.metrics ?? nullMetrics(),
+      locations: new BlobLocations(),
+      ...options.env,
+    };
+    const backoffSeconds = options.backoffSeconds ?? ((n: number) => Math.min(5, 0.05 * 2 ** n));
+    this.worker = createWorkerHandler(() => this.env, { backoffSeconds });
+    this.exporter = createExportHandler(() => this.env, { backoffSeconds });
+  }
+
+  /** Hands a request to fan-out (asynchronously, as ingress does). */
+  async submit(request: ReplicationRequest): Promise<void> {
+    await this.fanout.invokeAsync(serialise(request));
+  }
+
+  /** Runs consumers until every queue is empty and fan-out is idle (or `stop` is called). */
+  async drain(): Promise<void> {
+    const concurrency = this.options.concurrency ?? 4;
+    const consumers: Promise<void>[] = [];
+    for (let i = 0; i < concurrency; i++) {
+      consumers.push(this.consume(this.work, this.worker));
+      consumers.push(this.consume(this.exports, this.exporter));
+    }
+    await Promise.all(consumers);
+  }
+
+  /** Stops the consumers after the batches in flight (SIGTERM in `serve`). */
+  stop(): void {
+    this.stopped = true;
+  }
+
+  private busy(): boolean {
+    return this.work.size > 0 || this.exports.size > 0 || this.fanout.pendingCount > 0;
+  }
+
+  private async consume(queue: InMemoryQueue, handler: (event: SqsEvent, context?: LambdaContext) => Promise<SqsBatchResponse>): Promise<void> {
+    const invocationMs = this.options.invocationMs ?? 15 * 60_000;
+    const batchSize = this.options.batchSize ?? 5;
+    while (!this.stopped) {
+      const deliveries = queue.receive(batchSize);
+      if (deliveries.length === 0) {
+        if (!this.busy()) {
+          await this.fanout.idle();
+          if (!this.busy()) return;
+          continue;
+        }
+        const next = queue.nextVisibleAt();
+        await queue.waitForActivity(next === undefined ? 50 : Math.min(1000, next - Date.now()));
+        continue;
+      }
+      const started = Date.now();
+      const response = await handler(toEvent(deliveries, queue.name), { awsRequestId: `embedded-${started}`, getRemainingTimeInMillis: () => invocationMs - (Date.now() - started) });
+      const failed = new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
+      for (const d of deliveries) if (!failed.has(d.messageId)) queue.delete(d.receiptHandle);
+    }
+  }
+}
+
+function toEvent(deliveries: Delivery[], queueName: string): SqsEvent {
+  return {
+    Records: deliveries.map((d) => ({
+      messageId: d.messageId,
+      receiptHandle: d.receiptHandle,
+      body: d.body,
+      attributes: { ApproximateReceiveCount: String(d.receiveCount) },
+      eventSourceARN: `arn:aws:sqs:local:000000000000:${queueName}`,
+    })),
+  };
+}

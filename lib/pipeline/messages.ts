@@ -1,0 +1,219 @@
+/**
+ * The task protocol: versioned, validated JSON messages between ingress, fan-out, workers and
+ * export. Every message is small (well under the queue's MaximumMessageSize): manifests travel
+ * by digest and are re-read from the source, or re-derived by re-running the (deterministic)
+ * planner; only small rewritten manifests travel inline.
+ *
+ * Version 1. A message with another `v`, an unknown `type` or a bad field is rejected with a
+ * reason (the worker sends it to the dead-letter queue instead of retrying it).
+ */
+import { z } from 'zod';
+import { isDigest } from '../digest.js';
+import { ErrorCodes, OciRelayError } from '../errors.js';
+import { parseReference } from '../ref/index.js';
+
+export const PROTOCOL_VERSION = 1 as const;
+
+/**
+ * The largest message ocirelay sends, in bytes. SQS allows 256 KiB; staying at 64 KiB leaves room
+ * for attributes and makes a message that grows without bound (a manifest carried by mistake)
+ * fail loudly in tests rather than in production.
+ */
+export const MAX_MESSAGE_BYTES = 64 * 1024;
+
+/** Rewritten manifests up to this size travel inline; larger ones are re-derived by the planner. */
+export const MAX_INLINE_MANIFEST_BYTES = 32 * 1024;
+
+const digest = z.string().refine(isDigest, 'is not a sha256/sha512 digest');
+const reference = z.string().min(1).max(600).refine((r) => {
+  try {
+    parseReference(r);
+    return true;
+  } catch {
+    return false;
+  }
+}, 'is not a valid image reference');
+const repository = z.object({ registry: z.string().min(1).max(255), repository: z.string().min(1).max(255) }).strict();
+const platform = z.string().regex(/^[a-z0-9_.-]+\/[a-z0-9_.-]+(\/[a-z0-9_.-]+)?$/i, 'is not os/arch[/variant]');
+
+export const ExportSpecSchema = z
+  .object({
+    format: z.enum(['layers', 'oci', 'docker']).default('layers'),
+    /** `s3://bucket/key` (placeholders already expanded). */
+    destination: z.string().min(1).max(1024),
+    platform: platform.optional(),
+    noConfig: z.boolean().optional(),
+  })
+  .strict();
+
+/** What to copy: ingress makes these from events and rules; fan-out reads them. */
+export const ReplicationRequestSchema = z
+  .object({
+    v: z.literal(PROTOCOL_VERSION),
+    type: z.literal('replicate'),
+    /** Correlates every task of one request in logs (event id / delivery id when there is one). */
+    id: z.string().min(1).max(200),
+    source: reference,
+    target: reference,
+    mode: z.enum(['registry-defaults', 'prefer-multiarch', 'normalise-to-multiarch']).default('prefer-multiarch'),
+    platforms: z.array(platform).max(64).default([]),
+    annotations: z.record(z.string().min(1).max(256), z.string().max(4096)).default({}),
+    referrers: z.boolean().default(false),
+    includeForeignLayers: z.boolean().default(false),
+    export: ExportSpecSchema.optional(),
+  })
+  .strict();
+
+const blobDescriptor = z.object({ digest, size: z.number().int().nonnegative(), mediaType: z.string().min(1).max(255) }).strict();
+
+/** Carried by every task so that a worker knows the request's options without another lookup. */
+const requestRef = ReplicationRequestSchema.omit({ v: true, type: true, export: true });
+
+/**
+ * One platform of an index: the worker re-reads the child by digest, enqueues the blob tasks of
+ * the blobs this platform owns (a blob shared with an earlier platform is owned by that one), and
+ * the commit of the child manifest.
+ */
+export const ImageTaskSchema = z
+  .object({
+    v: z.literal(PROTOCOL_VERSION),
+    type: z.literal('image'),
+    request: requestRef,
+    /** The child's digest at the source. */
+    sourceDigest: digest,
+    /** The digest the child will have in the target (differs when rewritten). */
+    targetDigest: digest,
+    platform: z.string().max(200).optional(),
+    /** Blobs that an earlier platform of the same index copies. */
+    notOwned: z.array(digest).max(256).default([]),
+  })
+  .strict();
+
+/** Upload state of a blob continued from an earlier invocation. */
+const continuation = z
+  .object({
+    /** The upload session URL (absolute). */
+    location: z.string().url().max(4096),
+    /** Invocations this blob has taken so far. */
+    hops: z.number().int().positive(),
+  })
+  .strict();
+
+/** One large blob, or a batch of small ones, to stream from source to target. */
+export const BlobTaskSchema = z
+  .object({
+    v: z.literal(PROTOCOL_VERSION),
+    type: z.literal('blob'),
+    requestId: z.string().min(1).max(200),
+    source: repository,
+    target: repository,
+    blobs: z.array(blobDescriptor).min(1).max(64),
+    continuation: continuation.optional(),
+  })
+  .strict();
+
+/** Where the bytes of a manifest to commit come from. */
+const manifestContent = z.discriminatedUnion('from', [
+  /** Verbatim: GET the source manifest by digest. */
+  z.object({ from: z.literal('source'), digest }).strict(),
+  /** Rewritten and small: the bytes, base64. */
+  z.object({ from: z.literal('inline'), base64: z.string().max(Math.ceil((MAX_INLINE_MANIFEST_BYTES * 4) / 3) + 4) }).strict(),
+  /** Rewritten and large: re-run the planner on the request and take the manifest with this digest. */
+  z.object({ from: z.literal('derive') }).strict(),
+]);
+
+/**
+ * A barrier: PUT one manifest once everything it references is in the target (checked by HEAD
+ * from the manifest's own references), then move the tags. Retried with backoff while not ready.
+ */
+export const CommitTaskSchema = z
+  .object({
+    v: z.literal(PROTOCOL_VERSION),
+    type: z.literal('commit'),
+    request: requestRef,
+    digest,
+    mediaType: z.string().min(1).max(255),
+    size: z.number().int().positive(),
+    content: manifestContent,
+    /** Tags that point at this manifest once it is committed (the root's tag, moved last). */
+    tags: z.array(z.string().min(1).max(128)).max(16).default([]),
+    /** After the commit, enqueue this export (the request asked for one). */
+    export: ExportSpecSchema.optional(),
+  })
+  .strict();
+
+export const ExportTaskSchema = z
+  .object({
+    v: z.literal(PROTOCOL_VERSION),
+    type: z.literal('export'),
+    requestId: z.string().min(1).max(200),
+    /** The image to export (by digest, so that a moving tag cannot change what is archived). */
+    source: reference,
+    spec: ExportSpecSchema,
+  })
+  .strict();
+
+export const TaskSchema = z.discriminatedUnion('type', [ImageTaskSchema, BlobTaskSchema, CommitTaskSchema, ExportTaskSchema]);
+
+export type ReplicationRequest = z.infer<typeof ReplicationRequestSchema>;
+export type ReplicationRequestInput = z.input<typeof ReplicationRequestSchema>;
+export type RequestRef = z.infer<typeof requestRef>;
+export type ImageTask = z.infer<typeof ImageTaskSchema>;
+export type BlobTask = z.infer<typeof BlobTaskSchema>;
+export type CommitTask = z.infer<typeof CommitTaskSchema>;
+export type ExportTask = z.infer<typeof ExportTaskSchema>;
+export type ExportSpec = z.infer<typeof ExportSpecSchema>;
+export type Task = z.infer<typeof TaskSchema>;
+
+export class InvalidMessageError extends OciRelayError {
+  constructor(reason: string) {
+    super(ErrorCodes.InvalidMessage, `invalid message: ${reason}`);
+  }
+}
+
+function describe(error: z.ZodError): string {
+  const issue = error.issues[0];
+  if (!issue) return 'does not match the schema';
+  const path = issue.path.length ? issue.path.join('.') : '(message)';
+  return `${path} ${issue.message}`;
+}
+
+function parseWith<T>(schema: z.ZodType<T>, input: unknown, what: string): T {
+  let value = input;
+  if (typeof input === 'string') {
+    if (Buffer.byteLength(input) > MAX_MESSAGE_BYTES * 4) throw new InvalidMessageError(`${what} is ${Buffer.byteLength(input)} bytes`);
+    try {
+      value = JSON.parse(input);
+    } catch {
+      throw new InvalidMessageError(`${what} is not JSON`);
+    }
+  }
+  if (typeof value === 'object' && value !== null && 'v' in value && (value as { v: unknown }).v !== PROTOCOL_VERSION) {
+    throw new InvalidMessageError(`${what} has protocol version ${JSON.stringify((value as { v: unknown }).v)}, this worker speaks ${PROTOCOL_VERSION}`);
+  }
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) throw new InvalidMessageError(`${what}: ${describe(parsed.error)}`);
+  return parsed.data;
+}
+
+export function parseTask(input: unknown): Task {
+  return parseWith(TaskSchema, input, 'task');
+}
+
+export function parseRequest(input: unknown): ReplicationRequest {
+  return parseWith(ReplicationRequestSchema, input, 'replication request');
+}
+
+/** Serialises a message, refusing one over MAX_MESSAGE_BYTES (a bug, never user input). */
+export function serialise(message: Task | ReplicationRequest): string {
+  const body = JSON.stringify(message);
+  if (Buffer.byteLength(body) > MAX_MESSAGE_BYTES) {
+    throw new OciRelayError(ErrorCodes.InvalidMessage, `a ${message.type} message of ${Buffer.byteLength(body)} bytes exceeds the ${MAX_MESSAGE_BYTES}-byte limit`);
+  }
+  return body;
+}
+
+export function requestRefOf(request: ReplicationRequest): RequestRef {
+  const { v: _v, type: _type, export: _export, ...rest } = request;
+  return rest;
+}
