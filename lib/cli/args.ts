@@ -65,16 +65,23 @@ export function keyValues(values: string[], name: string): Record<string, string
  */
 export function credentialsFor(values: Record<string, unknown>, hosts: { source?: string; target?: string }, env: NodeJS.ProcessEnv = process.env): CredentialProvider {
   const byHost: Record<string, Credentials> = {};
-  const add = (host: string | undefined, raw: unknown, what: string): void => {
+  const add = (host: string | undefined, candidates: Array<[string, unknown]>): void => {
+    // The first one given wins (as `??` would); its name, never its value, goes into errors.
+    const [what, raw] = candidates.find(([, value]) => value !== undefined) ?? ['', undefined];
     if (!host || raw === undefined || raw === '') return;
-    const parsed = parseUserPassword(String(raw), what);
+    let parsed: Credentials;
+    try {
+      parsed = parseUserPassword(String(raw), what);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
     const existing = byHost[host];
     if (existing && (existing.username !== parsed.username || existing.password !== parsed.password)) {
       throw new UsageError(`source and target are both ${host} but were given different credentials`);
     }
     byHost[host] = parsed;
   };
-  add(hosts.source, values['src-creds'] ?? values.creds ?? env.OCIRELAY_SRC_CREDS ?? env.OCIRELAY_CREDS, '--src-creds');
-  add(hosts.target, values['dst-creds'] ?? values.creds ?? env.OCIRELAY_DST_CREDS ?? env.OCIRELAY_CREDS, '--dst-creds');
+  add(hosts.source, [['--src-creds', values['src-creds']], ['--creds', values.creds], ['OCIRELAY_SRC_CREDS', env.OCIRELAY_SRC_CREDS], ['OCIRELAY_CREDS', env.OCIRELAY_CREDS]]);
+  add(hosts.target, [['--dst-creds', values['dst-creds']], ['--creds', values.creds], ['OCIRELAY_DST_CREDS', env.OCIRELAY_DST_CREDS], ['OCIRELAY_CREDS', env.OCIRELAY_CREDS]]);
   return chainCredentials(staticCredentials(byHost), dockerConfigCredentials({ env }));
 }

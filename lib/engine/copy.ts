@@ -13,7 +13,7 @@ import { MANIFEST_MEDIA_TYPES } from '../manifest/media-types.js';
 import { parsePlatform, type PlatformFilter } from '../manifest/model.js';
 import type { Repository } from '../oci/client.js';
 import { formatReference, parseReference, type Reference } from '../ref/index.js';
-import { sided } from './execute.js';
+import { sided, type CopyEvent } from './execute.js';
 import { ACCEPT_SINGLE_IMAGE, resolveSource, type CopyMode } from './graph.js';
 import { planCopy } from './plan.js';
 import { copyReferrers } from './referrers.js';
@@ -66,7 +66,10 @@ function sourceReference(ref: Reference): string {
   return ref.digest ?? ref.tag ?? 'latest';
 }
 
-/** The manifest reference the target is addressed by for the no-op check: its tag, else its digest. */
+/**
+ * The manifest reference the target is addressed by for the no-op check: its tag, else its digest,
+ * else (a target with neither, allowed when the source is named by digest) the root's digest.
+ */
 function targetReference(ref: Reference, root?: string): string | undefined {
   return ref.tag ?? ref.digest ?? root;
 }
@@ -90,10 +93,16 @@ export async function copyImage(request: CopyRequest, options: CopyOptions): Pro
 
   // The near-free no-op: a HEAD on each side.
   if (!rewritesManifests(req) && !request.referrers) {
-    const accept = req.mode === 'registry-defaults' && !req.source.digest ? ACCEPT_SINGLE_IMAGE : MANIFEST_MEDIA_TYPES;
+    const headSource = async (): Promise<{ digest: string | undefined; mediaType: string | undefined } | undefined> => {
+      if (req.source.digest) return { digest: req.source.digest, mediaType: undefined };
+      const reference = sourceReference(req.source);
+      if (req.mode !== 'registry-defaults') return source.headManifest(reference, { accept: MANIFEST_MEDIA_TYPES });
+      // As resolveSource does: where the registry cannot pick a single image (404), the full list is what gets copied.
+      return (await source.headManifest(reference, { accept: ACCEPT_SINGLE_IMAGE })) ?? source.headManifest(reference, { accept: MANIFEST_MEDIA_TYPES });
+    };
     const [src, dst] = await Promise.all([
-      req.source.digest ? Promise.resolve({ digest: req.source.digest, mediaType: undefined }) : sided('source', () => source.headManifest(sourceReference(req.source), { accept })),
-      sided('target', () => target.headManifest(targetReference(req.target) as string)),
+      sided('source', headSource),
+      sided('target', () => target.headManifest(targetReference(req.target, req.source.digest) as string)),
     ]);
     if (src?.digest && dst?.digest === src.digest) {
       return { ...result, digest: src.digest, mediaType: dst.mediaType ?? src.mediaType ?? '', noop: true };
@@ -116,7 +125,12 @@ export async function copyImage(request: CopyRequest, options: CopyOptions): Pro
   await executePlan(plan, { source, target, options, result });
 
   if (request.referrers) {
-    result.referrers = await copyReferrers(plan, { source, target, options });
+    // Notes of the referrers step (rewritten manifests, skipped layers of referrers) belong to the result too.
+    const onEvent = (event: CopyEvent): void => {
+      if (event.type === 'note') result.notes.push(event.message);
+      options.onEvent?.(event);
+    };
+    result.referrers = await copyReferrers(plan, { source, target, options: { ...options, onEvent } });
   }
   return result;
 }

@@ -7,6 +7,12 @@
  *   the source bytes verified on the way (the last byte is released only after the digest matched).
  * - `commitManifest`: PUT the exact planned bytes, and keep the referrers tag schema up to date on
  *   registries without the referrers API.
+ *
+ * A blob the source manifest references but the source registry does not have (a config or layer
+ * deleted by garbage collection, a repository copied without its blobs) is an error, not a gap to
+ * paper over: the copy fails with a RegistryError on the source side naming the blob, its media
+ * type and the repository, and nothing that references it is committed. (Registries refuse such a
+ * manifest on PUT anyway, and a config cannot be rebuilt from the manifest.)
  */
 import { Readable } from 'node:stream';
 import { digestOf } from '../digest.js';
@@ -124,12 +130,28 @@ function worthAnotherAttempt(err: unknown): boolean {
 }
 
 async function sourceStream(source: Repository, blob: PlannedBlob, signal?: AbortSignal): Promise<Readable> {
-  const stream = await sided('source', () => source.fetchBlob({ digest: blob.digest, size: blob.size }, signal ? { signal } : {}));
+  const stream = await sided('source', () => source.fetchBlob({ digest: blob.digest, size: blob.size }, signal ? { signal } : {}).catch((err: unknown) => Promise.reject(missingBlob(err, source, blob))));
   // Errors of the source stream surface through the upload; name their side before they do.
   stream.prependListener('error', (err) => {
     if (err instanceof OciRelayError) err.attachSide('source');
   });
   return stream;
+}
+
+/** A 404 on a blob the manifest references, said as such (the registry's own words kept at the end). */
+export function missingBlob(err: unknown, source: Repository, blob: { digest: string; size: number; mediaType?: string }): unknown {
+  if (!(err instanceof RegistryError) || !err.notFound) return err;
+  return new RegistryError(
+    {
+      status: err.status,
+      method: err.method,
+      url: err.url ?? '',
+      errors: err.errors,
+      operation: err.operation ?? 'GET blob',
+      message: `${err.operation ?? 'GET blob'}: the manifest references blob ${blob.digest} (${blob.mediaType ?? 'no media type'}, ${blob.size} bytes), which the source repository ${source.name} does not have (${err.detail})`,
+    },
+    { cause: err, side: 'source' },
+  );
 }
 
 function inlineStream(blob: PlannedBlob): Readable {

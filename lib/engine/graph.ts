@@ -15,6 +15,7 @@ import { diffIdOf } from '../manifest/diff-id.js';
 import type { Repository } from '../oci/client.js';
 import { readBytes } from '../oci/transport.js';
 import { selectEntries } from './plan.js';
+import { missingBlob } from './execute.js';
 
 export type CopyMode = 'registry-defaults' | 'prefer-multiarch' | 'normalise-to-multiarch';
 
@@ -154,9 +155,9 @@ async function readConfigPlatform(repo: Repository, config: Descriptor, graph: S
 }
 
 /** Reads a small blob whole (configs), verified; refuses blobs larger than `max`. */
-export async function readSmallBlob(repo: Repository, descriptor: { digest: string; size: number }, max: number): Promise<Buffer> {
+export async function readSmallBlob(repo: Repository, descriptor: { digest: string; size: number; mediaType?: string }, max: number): Promise<Buffer> {
   if (descriptor.size > max) throw new ManifestError(`blob ${descriptor.digest} is ${descriptor.size} bytes, more than the ${max} read into memory`);
-  const stream = await repo.fetchBlob(descriptor);
+  const stream = await repo.fetchBlob(descriptor).catch((err: unknown) => Promise.reject(missingBlob(err, repo, descriptor)));
   const chunks: Buffer[] = [];
   for await (const chunk of stream) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);

@@ -22,12 +22,17 @@ export async function copyReferrers(plan: Plan, args: { source: Repository; targ
   for (const m of plan.manifests) {
     if (!m.verbatim) options.onEvent?.({ type: 'note', message: `referrers of ${m.digest} not copied: the manifest was rewritten, so its source referrers do not name it` });
   }
-  const seen = new Set<string>(queue);
+  // Two sets: the manifests whose referrers are looked up (each once), and the referrers copied
+  // (by tag or digest). One set for both would take a referrer copied by digest for a subject
+  // already looked up, and never look up its own referrers.
+  const queued = new Set<string>(queue);
+  const copiedItems = new Set<string>();
   let copied = 0;
   const copy = async (reference: string, targetTag?: string): Promise<Plan> => {
     const graph = await sided('source', () => resolveSource(source, reference, { mode: 'prefer-multiarch' }));
     const sub = planCopy(graph, { mode: 'prefer-multiarch', target: targetTag ? { tag: targetTag } : { digest: graph.root.digest } });
     const result = { source: '', target: '', digest: '', mediaType: '', noop: false, blobs: { copied: 0, skipped: 0, mounted: 0, bytes: 0 }, manifests: 0, referrers: 0, notes: [] };
+    for (const note of sub.notes) options.onEvent?.({ type: 'note', message: note });
     await executePlan(sub, { source, target, options, result });
     return sub;
   };
@@ -52,13 +57,14 @@ export async function copyReferrers(plan: Plan, args: { source: Repository; targ
     for (const c of cosign) if (c) found.push(c);
     for (const item of found) {
       const key = item.tag ?? item.reference;
-      if (seen.has(key)) continue;
-      seen.add(key);
+      // A referrer by digest that is already among the copied manifests is there already.
+      if (copiedItems.has(key) || (!item.tag && queued.has(key))) continue;
+      copiedItems.add(key);
       const sub = await copy(item.reference, item.tag);
       copied++;
       for (const m of sub.manifests) {
-        if (!seen.has(m.digest)) {
-          seen.add(m.digest);
+        if (!queued.has(m.digest)) {
+          queued.add(m.digest);
           queue.push(m.digest);
         }
       }
