@@ -20,6 +20,7 @@
  *     token: { env: HOOK_TOKEN }
  * ```
  */
+import semver from 'semver';
 import { z } from 'zod';
 import { parse as parseYaml } from 'yaml';
 import { ErrorCodes, OciRelayError } from '../errors.js';
@@ -66,7 +67,7 @@ export const RuleSchema = z
       .object({
         include: z.array(regex).optional(),
         exclude: z.array(regex).optional(),
-        semver: z.string().min(1).max(200).optional(),
+        semver: z.string().min(1).max(200).refine((r) => semver.validRange(r) !== null, 'is not a valid semver range').optional(),
         latest: z.number().int().positive().max(10_000).optional(),
       })
       .strict()

@@ -1,0 +1,113 @@
+/**
+ * The AWS wiring of the pipeline: ports on SQS, Lambda and S3, registry credentials from ECR and
+ * Secrets Manager, JSON logs and EMF metrics. Built once per Lambda instance and reused across
+ * invocations (connection pools, token caches, cached secrets). The stack (infra/) sets the
+ * environment variables read here.
+ */
+import { LambdaClient } from '@aws-sdk/client-lambda';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { ErrorCodes, OciRelayError } from '../errors.js';
+import { BlobLocations } from '../engine/execute.js';
+import { RegistryPool } from '../engine/registries.js';
+import { parseEcrEvent } from '../events/ecr.js';
+import { PARSERS } from '../events/index.js';
+import { chainCredentials } from '../oci/credentials.js';
+import type { IngressEnv } from '../pipeline/ingress.js';
+import { ReplayCache } from '../pipeline/ingress.js';
+import { serialise } from '../pipeline/messages.js';
+import type { PipelineEnv } from '../pipeline/stages.js';
+import { createLogger, createMetrics, type LogLevel } from '../pipeline/telemetry.js';
+import { parseConfig, resolveSecret, type Config } from '../rules/config.js';
+import { LambdaInvoker } from './lambda-invoker.js';
+import { ecrCredentials, ecrRepositoryCreator, secretsManagerCredentials } from './registry-credentials.js';
+import { S3ArchiveStore } from './s3-archive-store.js';
+import { SqsQueue } from './sqs-queue.js';
+
+function required(env: NodeJS.ProcessEnv, name: string): string {
+  const value = env[name];
+  if (!value) throw new OciRelayError(ErrorCodes.Config, `environment variable ${name} is not set`);
+  return value;
+}
+
+function jsonEnv<T>(env: NodeJS.ProcessEnv, name: string, fallback: T): T {
+  const value = env[name];
+  if (!value) return fallback;
+  try {
+    return JSON.parse(value) as T;
+  } catch {
+    throw new OciRelayError(ErrorCodes.Config, `environment variable ${name} is not JSON`);
+  }
+}
+
+let cachedConfig: Config | undefined;
+
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Config | undefined {
+  if (cachedConfig) return cachedConfig;
+  const text = env.OCIRELAY_CONFIG;
+  cachedConfig = text ? parseConfig(text, 'OCIRELAY_CONFIG') : undefined;
+  return cachedConfig;
+}
+
+let pipeline: PipelineEnv | undefined;
+
+export function awsPipelineEnv(env: NodeJS.ProcessEnv = process.env): PipelineEnv {
+  if (pipeline) return pipeline;
+  const endpoint = (service: string): { endpoint?: string } => {
+    const url = env[`AWS_ENDPOINT_URL_${service}`] ?? env.AWS_ENDPOINT_URL;
+    return url ? { endpoint: url } : {};
+  };
+  const sqs = new SQSClient({ ...endpoint('SQS') });
+  const config = configFromEnv(env);
+  const registries = new RegistryPool({
+    credentials: chainCredentials(secretsManagerCredentials(jsonEnv<Record<string, string>>(env, 'REGISTRY_SECRETS', {})), ecrCredentials()),
+    insecureRegistries: config?.insecureRegistries ?? [],
+  });
+  const deadLetterUrl = env.WORK_DLQ_URL;
+  pipeline = {
+    registries,
+    work: new SqsQueue(sqs, required(env, 'WORK_QUEUE_URL')),
+    exports: new SqsQueue(sqs, required(env, 'EXPORT_QUEUE_URL')),
+    deadLetters: deadLetterUrl ? new SqsQueue(sqs, deadLetterUrl) : { send: async () => { throw new OciRelayError(ErrorCodes.Config, 'WORK_DLQ_URL is not set'); }, retryLater: async () => undefined },
+    store: new S3ArchiveStore(endpoint('S3').endpoint ? { endpoint: endpoint('S3').endpoint as string } : {}),
+    fanout: new LambdaInvoker(new LambdaClient({ ...endpoint('LAMBDA') }), required(env, 'FANOUT_FUNCTION_NAME')),
+    logger: createLogger({ level: (env.LOG_LEVEL as LogLevel | undefined) ?? 'info' }),
+    metrics: createMetrics({ namespace: env.METRICS_NAMESPACE ?? 'ocirelay' }),
+    locations: new BlobLocations(),
+    ...(env.ECR_CREATE_REPOSITORIES === 'true' ? { ensureRepository: ecrRepositoryCreator() } : {}),
+  };
+  return pipeline;
+}
+
+let ingress: Promise<IngressEnv> | undefined;
+
+export function awsIngressEnv(env: NodeJS.ProcessEnv = process.env): Promise<IngressEnv> {
+  ingress ??= (async () => {
+    const config = configFromEnv(env);
+    if (!config) throw new OciRelayError(ErrorCodes.Config, 'OCIRELAY_CONFIG is not set: ingress needs rules');
+    const secretsClient = new SecretsManagerClient({});
+    const lookup = async (arn: string): Promise<string> => (await secretsClient.send(new GetSecretValueCommand({ SecretId: arn }))).SecretString ?? '';
+    const secrets = new Map<string, { token?: string; secret?: string }>();
+    for (const hook of config.webhooks) {
+      const token = await resolveSecret(hook.token, env, lookup);
+      const secret = await resolveSecret(hook.secret, env, lookup);
+      secrets.set(hook.path, { ...(token ? { token } : {}), ...(secret ? { secret } : {}) });
+    }
+    const fanout = new LambdaInvoker(new LambdaClient({}), required(env, 'FANOUT_FUNCTION_NAME'));
+    const logger = createLogger({ level: (env.LOG_LEVEL as LogLevel | undefined) ?? 'info' });
+    return {
+      config,
+      secrets,
+      submit: (request) => fanout.invokeAsync(serialise(request)),
+      parsers: PARSERS,
+      ecrParser: parseEcrEvent,
+      logger,
+      metrics: createMetrics({ namespace: env.METRICS_NAMESPACE ?? 'ocirelay' }),
+      replays: new ReplayCache(),
+    };
+  })();
+  ingress.catch(() => {
+    ingress = undefined;
+  });
+  return ingress;
+}

@@ -1,0 +1,136 @@
+/**
+ * Rules turn events into replication requests (pure). The registry of every request comes from
+ * the rule, never from the payload: an event whose payload names another host, or a repository
+ * outside every rule, matches nothing and is ignored. A tag is copied by tag, so that fan-out
+ * re-resolves it at the rule's source; a digest the payload names is only a hint.
+ */
+import semver from 'semver';
+import { parseRepository } from '../ref/index.js';
+import type { PushEvent } from '../events/types.js';
+import { PROTOCOL_VERSION, type ReplicationRequest } from '../pipeline/messages.js';
+import type { Config, Rule } from './config.js';
+
+export interface RuleEndpoints {
+  source: { registry: string; prefix: string };
+  target: { registry: string; prefix: string };
+}
+
+export function endpoints(rule: Rule): RuleEndpoints {
+  const from = parseRepository(rule.from, { allowEmptyRepository: true });
+  const to = parseRepository(rule.to, { allowEmptyRepository: true });
+  return { source: { registry: from.registry, prefix: from.repository }, target: { registry: to.registry, prefix: to.repository } };
+}
+
+/** The repository path below the rule's prefix ('' for the prefix itself), or undefined when outside it. */
+export function relativePath(repository: string, prefix: string): string | undefined {
+  if (!prefix) return repository;
+  if (repository === prefix) return '';
+  return repository.startsWith(`${prefix}/`) ? repository.slice(prefix.length + 1) : undefined;
+}
+
+export function joinPath(prefix: string, relative: string): string {
+  return [prefix, relative].filter(Boolean).join('/');
+}
+
+/** `*` any run of characters, `?` one character; anchored. */
+export function globMatches(pattern: string, value: string): boolean {
+  const source = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${source}$`).test(value);
+}
+
+export function repositoryAllowed(rule: Rule, repository: string, relative: string): boolean {
+  const subject = relative || repository.slice(repository.lastIndexOf('/') + 1);
+  const include = rule.repositories?.include;
+  if (include?.length && !include.some((g) => globMatches(g, subject) || globMatches(g, repository))) return false;
+  if (rule.repositories?.exclude?.some((g) => globMatches(g, subject) || globMatches(g, repository))) return false;
+  return true;
+}
+
+/** The version a tag names (`v1.2.3`, `1.2`), for semver filters and `latest` ordering. */
+export function tagVersion(tag: string): string | undefined {
+  const cleaned = semver.valid(semver.clean(tag) ?? '') ?? semver.coerce(tag)?.version;
+  return cleaned ?? undefined;
+}
+
+/** Include/exclude regexes and the semver range; `latest` is applied to lists (sync), not to single events. */
+export function tagAllowed(rule: Rule, tag: string): boolean {
+  const filter = rule.tags;
+  if (!filter) return true;
+  if (filter.include?.length && !filter.include.some((r) => new RegExp(r).test(tag))) return false;
+  if (filter.exclude?.some((r) => new RegExp(r).test(tag))) return false;
+  if (filter.semver) {
+    const version = tagVersion(tag);
+    if (!version || !semver.satisfies(version, filter.semver, { includePrerelease: false })) return false;
+  }
+  return true;
+}
+
+/** Applies a rule's tag filters to a list, keeping the `latest` N by version (then by name). */
+export function selectTags(rule: Rule, tags: readonly string[]): string[] {
+  const allowed = tags.filter((t) => tagAllowed(rule, t));
+  const latest = rule.tags?.latest;
+  if (!latest) return allowed;
+  return [...allowed]
+    .sort((a, b) => {
+      const va = tagVersion(a);
+      const vb = tagVersion(b);
+      if (va && vb && va !== vb) return semver.rcompare(va, vb);
+      if (va && !vb) return -1;
+      if (!va && vb) return 1;
+      return b.localeCompare(a);
+    })
+    .slice(0, latest);
+}
+
+/** `{registry}`, `{repository}`, `{tag}`, `{digest}` placeholders of an export destination. */
+export function expandDestination(template: string, values: { registry: string; repository: string; tag?: string; digest?: string }): string {
+  return template.replace(/\{(registry|repository|tag|digest)\}/g, (_, key: keyof typeof values) => (values[key] ?? (key === 'tag' ? values.digest?.replace(':', '-') : '') ?? '').replace(/:/g, '-'));
+}
+
+export interface Matched {
+  rule: Rule;
+  request: ReplicationRequest;
+}
+
+/** Every rule the event matches, each as a request; `only` limits the rules (a webhook's own list). */
+export function requestsFor(event: PushEvent, config: Config, options: { id: string; only?: readonly string[] }): Matched[] {
+  const out: Matched[] = [];
+  for (const [index, rule] of config.rules.entries()) {
+    if (options.only && !options.only.includes(rule.name ?? String(index))) continue;
+    const ends = endpoints(rule);
+    if (event.registry && event.registry !== ends.source.registry) continue;
+    const relative = relativePath(event.repository, ends.source.prefix);
+    if (relative === undefined) continue;
+    if (!repositoryAllowed(rule, event.repository, relative)) continue;
+    if (event.tag && !tagAllowed(rule, event.tag)) continue;
+    if (!event.tag && rule.tags && (rule.tags.include?.length || rule.tags.semver)) continue; // a digest push cannot pass a tag filter
+    const targetRepository = joinPath(ends.target.prefix, relative);
+    const at = event.tag ? `:${event.tag}` : `@${event.digest}`;
+    out.push({ rule, request: toRequest(rule, { id: `${options.id}#${index}`, source: `${ends.source.registry}/${event.repository}${at}`, target: `${ends.target.registry}/${targetRepository}${at}`, targetRegistry: ends.target.registry, targetRepository, ...(event.tag ? { tag: event.tag } : {}), ...(event.digest ? { digest: event.digest } : {}) }) });
+  }
+  return out;
+}
+
+export function toRequest(rule: Rule, at: { id: string; source: string; target: string; targetRegistry: string; targetRepository: string; tag?: string; digest?: string }): ReplicationRequest {
+  return {
+    v: PROTOCOL_VERSION,
+    type: 'replicate',
+    id: at.id,
+    source: at.source,
+    target: at.target,
+    mode: rule.mode ?? 'prefer-multiarch',
+    platforms: rule.platforms ?? [],
+    annotations: rule.annotations ?? {},
+    referrers: rule.referrers ?? false,
+    includeForeignLayers: rule.includeForeignLayers ?? false,
+    ...(rule.export
+      ? {
+          export: {
+            format: rule.export.format,
+            destination: expandDestination(rule.export.to, { registry: at.targetRegistry, repository: at.targetRepository, ...(at.tag ? { tag: at.tag } : {}), ...(at.digest ? { digest: at.digest } : {}) }),
+            ...(rule.export.platform ? { platform: rule.export.platform } : {}),
+          },
+        }
+      : {}),
+  };
+}
