@@ -66,7 +66,7 @@ export interface VerifyingStreamOptions {
   digest: string;
   /** The expected size in bytes; when known, overlong content fails at once. */
   size?: number;
-  /** Bytes already verified elsewhere (a resumed download): they are hashed through `prefix`. */
+  /** Operation and URL for the errors it raises. */
   context?: ErrorContext;
 }
 
@@ -99,14 +99,19 @@ export class VerifyingStream extends Transform {
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    if (chunk.length === 0) {
+      callback();
+      return;
+    }
     this.received += chunk.length;
-    this.hash.update(chunk);
     const size = this.expectedSize;
+    // Overlong content fails before hashing: the hash may already be final (exact size reached).
+    if (size !== undefined && this.received > size) {
+      callback(new SizeMismatchError(size, this.received, { ...this.context, atLeast: true }));
+      return;
+    }
+    this.hash.update(chunk);
     if (size !== undefined) {
-      if (this.received > size) {
-        callback(new SizeMismatchError(size, this.received, { ...this.context, atLeast: true }));
-        return;
-      }
       if (this.received === size) {
         const failure = this.check();
         if (failure) {

@@ -48,6 +48,8 @@ export interface AuthenticatorOptions {
   fetchToken: TokenFetcher;
   /** Clock, for tests. */
   now?: () => number;
+  /** True when the registry is spoken to over plain HTTP (loopback or insecure): then an http realm may get credentials too. */
+  plainHttp?: boolean;
   /** The client id sent with OAuth2 refresh-token grants. */
   clientId?: string;
 }
@@ -88,7 +90,14 @@ export class Authenticator {
   }
 
   private credentials(): Promise<Credentials | undefined> {
-    this.credentialsPromise ??= this.options.credentials.get(this.options.registry);
+    if (!this.credentialsPromise) {
+      const pending = this.options.credentials.get(this.options.registry);
+      this.credentialsPromise = pending;
+      // A provider that failed (a helper timed out) is asked again next time.
+      pending.catch(() => {
+        if (this.credentialsPromise === pending) this.credentialsPromise = undefined;
+      });
+    }
     return this.credentialsPromise;
   }
 
@@ -116,8 +125,10 @@ export class Authenticator {
   /**
    * Handles a 401: learns the scheme and fetches fresh credentials for the scopes (and whatever
    * extra scope the challenge names). Throws AuthError when nothing can make the request pass.
+   * `withCredentials: false` says the refused request went without Authorization (it was sent
+   * before a concurrent request learned the scheme): then what is already known is used again.
    */
-  async challenge(header: string | string[] | undefined, scopes: readonly Scope[], context: { url: URL; operation: string }): Promise<void> {
+  async challenge(header: string | string[] | undefined, scopes: readonly Scope[], context: { url: URL; operation: string; withCredentials?: boolean }): Promise<void> {
     const challenges = parseWwwAuthenticate(header);
     const bearer = challenges.find((c) => c.scheme === 'bearer');
     const basic = challenges.find((c) => c.scheme === 'basic');
@@ -131,6 +142,10 @@ export class Authenticator {
       }
       if (realmUrl.protocol !== 'https:' && realmUrl.protocol !== 'http:') {
         throw new AuthError(`${context.operation}: the registry's token realm is not an http(s) URL`, { url: context.url, status: 401 });
+      }
+      if (context.withCredentials === false && this.scheme === 'bearer') {
+        const cached = this.tokens.get(scopeKey(scopes));
+        if (cached && this.isFresh(cached)) return;
       }
       this.scheme = 'bearer';
       this.bearer = { realm: realmUrl, ...(bearer.params.service !== undefined ? { service: bearer.params.service } : {}) };
@@ -148,7 +163,7 @@ export class Authenticator {
       if (credentials?.username === undefined || credentials.password === undefined) {
         throw new AuthError(`${context.operation}: the registry requires credentials (Basic) and none are configured for ${this.options.registry}`, { url: context.url, status: 401 });
       }
-      if (this.scheme === 'basic') {
+      if (this.scheme === 'basic' && context.withCredentials !== false) {
         throw new AuthError(`${context.operation}: the registry rejected the credentials for ${this.options.registry}`, { url: context.url, status: 401 });
       }
       this.scheme = 'basic';
@@ -238,6 +253,8 @@ export class Authenticator {
   }
 
   private realmAllowed(realm: URL): boolean {
+    // Never send credentials in the clear to a realm unless the registry itself is spoken to in the clear.
+    if (realm.protocol === 'http:' && !this.options.plainHttp) return false;
     const registryHost = hostnameOf(this.options.registry);
     if (realm.hostname === registryHost) return true;
     const allowed = [...(DEFAULT_TOKEN_REALMS[this.options.registry] ?? []), ...(this.options.allowedRealmHosts ?? [])];

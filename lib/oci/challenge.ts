@@ -16,6 +16,8 @@ export interface Challenge {
 }
 
 const TCHAR = /[!#$%&'*+.^_`|~0-9A-Za-z-]/;
+/** token68 = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=", ending the challenge. */
+const TOKEN68 = /^[A-Za-z0-9._~+/-]+=*(?=[ \t]*(?:,|$))/;
 
 /** Parses every challenge in one or more header values; malformed trailing input is ignored. */
 export function parseWwwAuthenticate(header: string | string[] | undefined): Challenge[] {
@@ -70,6 +72,13 @@ function parseOne(input: string): Challenge[] {
     const challenge: Challenge = { scheme: scheme.toLowerCase(), params: {} };
     out.push(challenge);
     skipSpace();
+    // A token68 follows the scheme directly (no comma) and is all the challenge has.
+    const token68 = TOKEN68.exec(input.slice(i));
+    if (token68) {
+      challenge.token68 = token68[0];
+      i += token68[0].length;
+      continue;
+    }
     // Parameters (or a token68) until the next challenge starts.
     for (;;) {
       skipSpaceAndCommas();
@@ -86,19 +95,8 @@ function parseOne(input: string): Challenge[] {
         i = save;
         break;
       }
-      // `name=` could also be token68 padding (`abc==`); a token68 has no value after '='s.
-      let equals = 0;
-      while (input[i] === '=') {
-        equals++;
-        i++;
-      }
+      i++;
       skipSpace();
-      if (equals > 1 || i >= n || input[i] === ',') {
-        if (Object.keys(challenge.params).length === 0 && challenge.token68 === undefined) {
-          challenge.token68 = name + '='.repeat(equals);
-          continue;
-        }
-      }
       const value = input[i] === '"' ? readQuoted() : readToken();
       challenge.params[name.toLowerCase()] = value;
     }

@@ -7,8 +7,8 @@
  * token the PUT will use.
  */
 import { once } from 'node:events';
-import { PassThrough, Readable } from 'node:stream';
-import { digestOf, parseDigest, VerifyingStream } from '../digest.js';
+import { finished, PassThrough, Readable } from 'node:stream';
+import { digestOf, parseDigest, VerifyingStream, type DigestAlgorithm } from '../digest.js';
 import { DigestMismatchError, ErrorCodes, ManifestError, OciRelayError, RegistryError, SizeMismatchError, redactUrl, type ErrorContext } from '../errors.js';
 import { essence, isManifestMediaType, MANIFEST_MEDIA_TYPES, MediaTypes } from '../manifest/media-types.js';
 import { CATALOG_SCOPE, repositoryScope, type Scope } from './auth.js';
@@ -42,7 +42,10 @@ export interface FetchedManifest {
   bytes: Buffer;
   /** The body's `mediaType`, else the Content-Type, else what the structure says. */
   mediaType: string;
-  /** Computed from the bytes (and checked against the reference and Docker-Content-Digest). */
+  /**
+   * Computed from the bytes (and checked against the reference and Docker-Content-Digest); for a
+   * signed schema-1 manifest, from its JWS payload (see `manifestDigest`).
+   */
   digest: string;
   size: number;
   /** The Content-Type the registry sent, for callers that care when it disagrees. */
@@ -183,10 +186,10 @@ export class Repository {
     const headerDigest = header(res.headers, 'docker-content-digest');
     const referenceDigest = reference.includes(':') ? reference : undefined;
     const algorithm = referenceDigest ? parseDigest(referenceDigest, context).algorithm : headerDigest && /^sha512:/.test(headerDigest) ? 'sha512' : 'sha256';
-    const digest = digestOf(bytes, algorithm);
+    const digest = manifestDigest(bytes, mediaType, algorithm);
     if (referenceDigest && digest !== referenceDigest) throw new DigestMismatchError(referenceDigest, digest, context);
     if (headerDigest && headerDigest !== digest) {
-      const other = /^sha(256|512):/.test(headerDigest) ? digestOf(bytes, headerDigest.startsWith('sha512:') ? 'sha512' : 'sha256') : undefined;
+      const other = /^sha(256|512):/.test(headerDigest) ? manifestDigest(bytes, mediaType, headerDigest.startsWith('sha512:') ? 'sha512' : 'sha256') : undefined;
       if (other !== headerDigest) {
         throw new DigestMismatchError(headerDigest, other ?? digest, { ...context, operation: `${operation} (Docker-Content-Digest)` });
       }
@@ -228,7 +231,7 @@ export class Repository {
       expect: [201, 200, 202],
     });
     await discard(res.body);
-    const digest = reference.includes(':') ? reference : digestOf(bytes);
+    const digest = reference.includes(':') ? reference : manifestDigest(bytes, mediaType);
     // OCI-Subject: the registry indexed the manifest's subject itself (spec: "Pushing Manifests with Subject").
     return { digest, location: header(res.headers, 'location'), subject: header(res.headers, 'oci-subject') };
   }
@@ -402,18 +405,25 @@ export class Repository {
     return { mounted: false, session: this.sessionFrom(res, url, 0) };
   }
 
-  private sessionFrom(res: Response, requestUrl: URL, offset: number): UploadSession {
+  /**
+   * The session a response describes. `offset` is used when there is no Range header; `expected`
+   * (what we believe the registry holds) settles `0-0`, which distribution sends both for an
+   * empty session and for one holding a single byte.
+   */
+  private sessionFrom(res: Response, requestUrl: URL, offset: number, expected: number = offset): UploadSession {
     const location = header(res.headers, 'location');
     if (!location) throw new RegistryError({ status: res.status, method: 'POST', url: requestUrl, message: `upload: the registry opened a session without a Location (${redactUrl(requestUrl)})` });
     const min = Number(header(res.headers, 'oci-chunk-min-length'));
-    return { location: new URL(location, requestUrl), minChunkLength: Number.isFinite(min) && min > 0 ? min : undefined, offset: rangeEnd(header(res.headers, 'range')) ?? offset };
+    const end = rangeEnd(header(res.headers, 'range'));
+    const held = end === 1 && /^(?:bytes=)?0-0$/.test(header(res.headers, 'range')?.trim() ?? '') ? Math.min(expected, 1) : end;
+    return { location: new URL(location, requestUrl), minChunkLength: Number.isFinite(min) && min > 0 ? min : undefined, offset: held ?? offset };
   }
 
   /** GET the session (spec: "upload progress"): the offset the registry holds. */
   async uploadStatus(session: UploadSession): Promise<UploadSession> {
     const res = await this.transport.send({ method: 'GET', url: session.location, scopes: this.scopes, operation: 'upload status', expect: [204, 200] });
     await discard(res.body);
-    const next = this.sessionFrom(res, session.location, 0);
+    const next = this.sessionFrom(res, session.location, 0, session.offset);
     return { ...next, minChunkLength: next.minChunkLength ?? session.minChunkLength };
   }
 
@@ -553,7 +563,11 @@ export class StreamSlicer {
 function countBytes(source: Readable, onBytes: (n: number) => void): Readable {
   const counter = new PassThrough({ highWaterMark: 1 << 20 });
   source.on('data', (chunk: Buffer) => onBytes(chunk.length));
-  source.once('error', (err) => counter.destroy(err));
+  // finished() also reports a source that failed before it got here (a verified download that
+  // errored while the upload session was opened): the upload must fail, not wait for bytes.
+  finished(source, (err) => {
+    if (err) counter.destroy(err);
+  });
   counter.once('close', () => {
     if (!source.destroyed && !source.readableEnded) source.destroy();
   });
@@ -624,6 +638,49 @@ function parseJson(bytes: Uint8Array, what: string): unknown {
   } catch {
     throw new ManifestError(`${what} is not valid JSON`);
   }
+}
+
+/**
+ * The digest of manifest bytes as registries address them: the digest of the bytes, except for a
+ * signed schema-1 manifest, which is addressed by the digest of its JWS payload (the bytes without
+ * `signatures`, as each signature's protected `formatLength`/`formatTail` describe; docker/libtrust).
+ * distribution serves such manifests re-signed on every GET, so only the payload is stable.
+ */
+export function manifestDigest(bytes: Uint8Array, mediaType: string, algorithm: DigestAlgorithm = 'sha256'): string {
+  if (mediaType === MediaTypes.dockerSchema1Signed || mediaType === MediaTypes.dockerSchema1) {
+    const payload = schema1Payload(bytes);
+    if (payload) return digestOf(payload, algorithm);
+  }
+  return digestOf(bytes, algorithm);
+}
+
+/** The JWS payload of a signed schema-1 manifest; undefined when it has no (consistent) signatures. */
+export function schema1Payload(bytes: Uint8Array): Buffer | undefined {
+  const raw = Buffer.from(bytes);
+  let signatures: unknown;
+  try {
+    signatures = (JSON.parse(raw.toString('utf8')) as { signatures?: unknown }).signatures;
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(signatures) || signatures.length === 0) return undefined;
+  let payload: Buffer | undefined;
+  for (const signature of signatures) {
+    const encoded = (signature as { protected?: unknown } | null)?.protected;
+    if (typeof encoded !== 'string') return undefined;
+    let format: { formatLength?: unknown; formatTail?: unknown };
+    try {
+      format = JSON.parse(Buffer.from(encoded, 'base64url').toString('utf8')) as typeof format;
+    } catch {
+      return undefined;
+    }
+    const { formatLength, formatTail } = format;
+    if (typeof formatLength !== 'number' || !Number.isInteger(formatLength) || formatLength < 0 || formatLength > raw.length || typeof formatTail !== 'string') return undefined;
+    const candidate = Buffer.concat([raw.subarray(0, formatLength), Buffer.from(formatTail, 'base64url')]);
+    if (payload && !payload.equals(candidate)) return undefined;
+    payload = candidate;
+  }
+  return payload;
 }
 
 /**

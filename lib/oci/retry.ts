@@ -57,6 +57,8 @@ export function parseRetryAfter(value: string | string[] | undefined, now: numbe
   if (raw === undefined) return undefined;
   const text = raw.trim();
   if (/^\d+$/.test(text)) return Number(text) * 1000;
+  // The three HTTP-date forms all start with a day name; Date.parse alone takes "1.5" for a date.
+  if (!/^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,?\s/i.test(text)) return undefined;
   const date = Date.parse(text);
   if (Number.isNaN(date)) return undefined;
   return Math.max(0, date - now);

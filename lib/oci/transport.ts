@@ -144,6 +144,7 @@ export class Transport {
       registry,
       credentials: options.credentials ?? anonymous,
       allowedRealmHosts: options.allowedRealmHosts ?? [],
+      plainHttp: this.origin.startsWith('http:'),
       fetchToken: (req) => this.fetchToken(req),
     });
   }
@@ -184,7 +185,8 @@ export class Transport {
         payload = body;
       }
       const replayable = body === undefined || typeof body === 'string' || body instanceof Uint8Array || isOpenable(body);
-      const mayRetry = replayable && (options.retrySafe || method !== 'POST') && attempt < this.retry.maxAttempts;
+      // POST and PATCH append to server state (a session, a chunk): only retried when the caller says it is safe.
+      const mayRetry = replayable && (options.retrySafe || (method !== 'POST' && method !== 'PATCH')) && attempt < this.retry.maxAttempts;
 
       const started = performance.now();
       let res: Dispatcher.ResponseData;
@@ -227,7 +229,7 @@ export class Transport {
           throw new AuthError(`${operation}: ${method} ${redactUrl(url)} needs authentication and its body cannot be sent again`, { url, operation, status, retryable: true });
         }
         challenged = true;
-        await this.auth.challenge(challenge, options.scopes, { url, operation });
+        await this.auth.challenge(challenge, options.scopes, { url, operation, withCredentials: headers.authorization !== undefined });
         attempt--; // an authentication round trip is not a failed attempt
         continue;
       }
@@ -255,13 +257,19 @@ export class Transport {
 
       if (isRetryableStatus(status) && mayRetry) {
         const retryAfter = parseRetryAfter(res.headers['retry-after']);
-        await discard(res.body);
-        await sleep(backoffDelay(attempt, this.retry, retryAfter), options.signal);
-        continue;
+        // Asked to wait longer than maxRetryAfterMs: failed, for the caller (or the queue) to retry later.
+        if (retryAfter === undefined || retryAfter <= this.retry.maxRetryAfterMs) {
+          await discard(res.body);
+          await sleep(backoffDelay(attempt, this.retry, retryAfter), options.signal);
+          continue;
+        }
       }
 
       const errors = await readErrorBody(res.body);
-      throw new RegistryError({ status, method, url, errors, operation });
+      const error = new RegistryError({ status, method, url, errors, operation });
+      // After retries, say how many attempts were made (the same wording as NetworkError's).
+      if (attempt > 1) throw new RegistryError({ status, method, url, errors, operation, message: `${error.detail} (after ${attempt} attempts)` });
+      throw error;
     }
   }
 

@@ -7,3 +7,4 @@ export * from './fixtures.js';
 export { freePort, makeTempDir, removeTempDir, pollUntil, CommandError } from './process.js';
 export { startS3, type RunningS3 } from './s3.js';
 export * from './images.js';
+export * from './sqs.js';
