@@ -109,7 +109,7 @@ export class S3ArchiveStore implements ArchiveStore {
         try {
           await done;
         } catch (err) {
-          throw new OciRelayError(ErrorCodes.Network, `uploading s3://${bucket}/${key} failed: ${(err as Error).name}: ${(err as Error).message}`, { cause: err, operation: 'S3 upload' });
+          throw new OciRelayError(ErrorCodes.Network, `uploading s3://${bucket}/${key} failed: ${(err as Error).name}: ${(err as Error).message}`, { cause: err, operation: 'S3 upload', retryable: true });
         }
         state = 'committed';
         return { location: `s3://${bucket}/${key}` };

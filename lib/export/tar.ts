@@ -47,7 +47,7 @@ export async function writeTar(entries: readonly ArchiveEntry[], openBlob: OpenB
     }
     pack.finalize();
   } catch (err) {
-    const failure = err instanceof OciRelayError ? err : new OciRelayError(ErrorCodes.Network, `writing the archive failed: ${(err as Error).message}`, { cause: err });
+    const failure = err instanceof OciRelayError ? err : new OciRelayError(ErrorCodes.Network, `writing the archive failed: ${(err as Error).message}`, { cause: err, retryable: true });
     pack.destroy(failure);
     await output.catch(() => undefined);
     throw failure;

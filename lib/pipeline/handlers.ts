@@ -66,7 +66,7 @@ async function runTask(task: Task, env: PipelineEnv, deadline: number, log: Logg
       env.metrics.add('BlobsSkipped', result.skipped);
       env.metrics.add('BlobsMounted', result.mounted);
       env.metrics.add('BytesCopied', result.bytes);
-      log.info('blob task done', { ...result, blobs: task.blobs.length });
+      log.info('blob task done', { ...result, count: task.blobs.length });
       return;
     }
     case 'commit':

@@ -1,0 +1,284 @@
+// The serverless pipeline end to end against real local servers (issue #5): the distribution
+// registry's own push notification goes into the ingress handler, fan-out enqueues to fauxqs
+// (SQS), the worker and export handlers consume real SQS event shapes built from received
+// messages, archives land in s3rver. Results are checked with skopeo.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { SendMessageCommand } from '@aws-sdk/client-sqs';
+import { S3ArchiveStore } from '../lib/aws/s3-archive-store.js';
+import { SqsQueue } from '../lib/aws/sqs-queue.js';
+import { BlobLocations } from '../lib/engine/execute.js';
+import { RegistryPool } from '../lib/engine/registries.js';
+import { InProcessInvoker } from '../lib/ports/invoker.js';
+import { createExportHandler, createFanoutHandler, createWorkerHandler, type SqsBatchResponse, type SqsEvent, type LambdaContext } from '../lib/pipeline/handlers.js';
+import { createIngressHandler, ReplayCache, type IngressEnv } from '../lib/pipeline/ingress.js';
+import { PROTOCOL_VERSION, serialise, type ReplicationRequest } from '../lib/pipeline/messages.js';
+import type { PipelineEnv } from '../lib/pipeline/stages.js';
+import { createLogger, nullMetrics } from '../lib/pipeline/telemetry.js';
+import { parseConfig } from '../lib/rules/config.js';
+import { digestOf } from '../lib/digest.js';
+import {
+  deleteSucceeded,
+  inspectRaw,
+  makeTempDir,
+  pollUntil,
+  pushTestImage,
+  pushTestIndex,
+  readBody,
+  queueDepth,
+  receiveRecords,
+  skopeo,
+  startHttpServer,
+  startRegistry,
+  startS3,
+  startSqs,
+  tarOf,
+  type RunningHttpServer,
+  type RunningRegistry,
+  type RunningS3,
+  type RunningSqs,
+  type SqsLambdaRecord,
+} from './support/index.js';
+
+let hooks: RunningHttpServer;
+let src: RunningRegistry;
+let dst: RunningRegistry;
+let sqs: RunningSqs;
+let s3: RunningS3;
+let work: { url: string; arn: string; dlqUrl?: string };
+let exportsQueue: { url: string; arn: string; dlqUrl?: string };
+let pool: RegistryPool;
+let s3client: S3Client;
+const envelopes: unknown[] = [];
+const logs: Array<Record<string, unknown>> = [];
+
+function makeEnv(overrides: Partial<PipelineEnv> = {}): PipelineEnv {
+  const env: PipelineEnv = {
+    registries: pool,
+    work: new SqsQueue(sqs.client, work.url),
+    exports: new SqsQueue(sqs.client, exportsQueue.url),
+    deadLetters: new SqsQueue(sqs.client, work.dlqUrl as string),
+    store: new S3ArchiveStore({ client: s3client }),
+    fanout: new InProcessInvoker(async (payload) => fanout(JSON.parse(payload))),
+    logger: createLogger({ sink: (line) => logs.push(JSON.parse(line) as Record<string, unknown>) }),
+    metrics: nullMetrics(),
+    locations: new BlobLocations(),
+    ...overrides,
+  };
+  return env;
+}
+
+let env: PipelineEnv;
+const fanout = createFanoutHandler(() => env);
+
+type Handler = (event: SqsEvent, context?: LambdaContext) => Promise<SqsBatchResponse>;
+
+/**
+ * Consumes both queues like Lambda's event source mappings until they are empty and fan-out is
+ * idle. `shuffle` delivers every message twice and each batch in reverse order.
+ */
+async function drain(options: { worker?: Handler; exporter?: Handler; duplicate?: boolean; context?: LambdaContext; maxRounds?: number } = {}): Promise<void> {
+  const worker = options.worker ?? createWorkerHandler(() => env, { backoffSeconds: () => 1 });
+  const exporter = options.exporter ?? createExportHandler(() => env, { backoffSeconds: () => 1 });
+  const duplicated = new Set<string>();
+  const invoker = env.fanout as InProcessInvoker;
+  for (let round = 0; round < (options.maxRounds ?? 400); round++) {
+    await invoker.idle();
+    let received = 0;
+    for (const [queue, handler] of [[work, worker], [exportsQueue, exporter]] as const) {
+      let records: SqsLambdaRecord[] = await receiveRecords(sqs.client, queue, { max: 10, waitSeconds: 0 });
+      if (!records.length) continue;
+      received += records.length;
+      if (options.duplicate) {
+        for (const r of records) {
+          if (duplicated.has(r.body)) continue;
+          duplicated.add(r.body);
+          await sqs.client.send(new SendMessageCommand({ QueueUrl: queue.url, MessageBody: r.body }));
+        }
+        records = [...records].reverse();
+      }
+      const response = await handler({ Records: records }, options.context ?? { awsRequestId: `test-${round}`, getRemainingTimeInMillis: () => 900_000 });
+      await deleteSucceeded(sqs.client, queue, records, response.batchItemFailures);
+    }
+    if (received) continue;
+    await invoker.idle();
+    if ((await queueDepth(sqs.client, work.url)) === 0 && (await queueDepth(sqs.client, exportsQueue.url)) === 0 && invoker.pendingCount === 0) return;
+    // Messages are invisible (a backoff): long-poll until one is visible again, no sleeping.
+    await receiveRecords(sqs.client, work, { max: 1, waitSeconds: 1, visibilityTimeout: 0 });
+  }
+  throw new Error('the pipeline did not drain');
+}
+
+function request(source: string, target: string, extra: Partial<ReplicationRequest> = {}): ReplicationRequest {
+  return { v: PROTOCOL_VERSION, type: 'replicate', id: `test-${Math.random().toString(36).slice(2)}`, source, target, mode: 'prefer-multiarch', platforms: [], annotations: {}, referrers: false, includeForeignLayers: false, ...extra };
+}
+
+async function dlqBodies(url: string): Promise<string[]> {
+  const out: string[] = [];
+  for (;;) {
+    const records = await receiveRecords(sqs.client, { url, arn: '' }, { max: 10, waitSeconds: 0, visibilityTimeout: 60 });
+    if (!records.length) return out;
+    out.push(...records.map((r) => r.body));
+  }
+}
+
+let index: { digest: string; bytes: Buffer };
+
+before(async () => {
+  hooks = await startHttpServer(async (req, res) => {
+    envelopes.push(JSON.parse((await readBody(req)).toString('utf8')));
+    res.writeHead(200).end();
+  });
+  [src, dst, sqs, s3] = await Promise.all([startRegistry({ notifications: { url: `${hooks.url}/notify`, headers: { Authorization: ['Bearer registry-to-ingress'] } } }), startRegistry(), startSqs(), startS3()]);
+  work = await sqs.createQueue('work', { maxReceiveCount: 5, visibilityTimeout: 30 });
+  exportsQueue = await sqs.createQueue('exports', { maxReceiveCount: 3, visibilityTimeout: 30 });
+  pool = new RegistryPool();
+  s3client = new S3Client({ endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, requestChecksumCalculation: 'WHEN_REQUIRED' });
+  env = makeEnv();
+  const shared = tarOf({ 'lib/shared': randomBytes(40_000) });
+  const amd64 = await pushTestImage(src.host, 'app/web', 'amd64', { layers: [{ bytes: shared }, { bytes: tarOf({ 'bin/web': randomBytes(9000) }) }] });
+  const arm64 = await pushTestImage(src.host, 'app/web', 'arm64', { architecture: 'arm64', variant: 'v8', layers: [{ bytes: shared }, { bytes: tarOf({ 'bin/web': randomBytes(8000) }) }] });
+  index = await pushTestIndex(src.host, 'app/web', '1.0', [{ image: amd64, platform: { os: 'linux', architecture: 'amd64' } }, { image: arm64, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } }]);
+});
+
+after(async () => {
+  await pool?.close();
+  s3client?.destroy();
+  await Promise.all([src?.stop(), dst?.stop(), sqs?.stop(), s3?.stop(), hooks?.stop()]);
+});
+
+describe('pipeline end to end', () => {
+  test('a distribution push notification -> ingress -> fan-out -> SQS -> workers: the target index is byte-identical', async () => {
+    const notification = await pollUntil(() => envelopes.find((e) => JSON.stringify(e).includes('"tag":"1.0"')), { what: 'the registry notification for app/web:1.0' });
+    const config = parseConfig(JSON.stringify({ rules: [{ from: `${src.host}/app`, to: `${dst.host}/mirror` }], webhooks: [{ path: '/hooks/registry', kind: 'distribution', token: 'registry-to-ingress' }] }));
+    const ingressEnv: IngressEnv = { config, secrets: new Map([['/hooks/registry', { token: 'registry-to-ingress' }]]), submit: (r) => env.fanout.invokeAsync(serialise(r)), logger: env.logger, metrics: nullMetrics(), replays: new ReplayCache() };
+    const ingress = createIngressHandler(() => ingressEnv);
+    const body = JSON.stringify(notification);
+    const event = { rawPath: '/hooks/registry', headers: { 'content-type': 'application/vnd.docker.distribution.events.v1+json', authorization: 'Bearer registry-to-ingress' }, body, isBase64Encoded: false, requestContext: { http: { method: 'POST', path: '/hooks/registry' } } };
+    const answer = (await ingress(event)) as { statusCode: number; body: string };
+    assert.equal(answer.statusCode, 202, answer.body);
+    assert.equal(JSON.parse(answer.body).accepted, 1);
+    await drain();
+    const copied = await inspectRaw(`${dst.host}/mirror/web:1.0`);
+    assert.ok(copied.equals(index.bytes), 'target index bytes differ from the source');
+    assert.deepEqual(await dlqBodies(work.dlqUrl as string), []);
+    // Without the token: 401 and nothing enqueued.
+    const refused = (await ingress({ ...event, headers: { 'content-type': 'application/json' } })) as { statusCode: number };
+    assert.equal(refused.statusCode, 401);
+    assert.equal(await queueDepth(sqs.client, work.url), 0);
+  });
+
+  test('an export task writes an archive to S3 that skopeo reads back', async () => {
+    await env.fanout.invokeAsync(serialise(request(`${src.host}/app/web:1.0`, `${dst.host}/mirror/exported:1.0`, { export: { format: 'oci', destination: `s3://${s3.bucket}/exports/web-arm64.tar`, platform: 'linux/arm64' } })));
+    await drain();
+    const object = await s3client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: 'exports/web-arm64.tar' })).catch((err: Error) => {
+      throw new Error(`${err.message}; pipeline warnings: ${JSON.stringify(logs.filter((l) => l.level !== 'info'))}`);
+    });
+    const bytes = Buffer.from(await (object.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
+    assert.equal(object.Metadata?.format, 'oci');
+    const file = join(makeTempDir('pipeline-export'), 'web.tar');
+    await writeFile(file, bytes);
+    const raw = (await skopeo(['inspect', '--raw', `oci-archive:${file}`])).stdout;
+    const exported = JSON.parse(raw) as { manifests: Array<{ platform: { architecture: string } }> };
+    assert.deepEqual(exported.manifests.map((m) => m.platform.architecture), ['arm64']);
+  });
+
+  test('poison messages end in the dead-letter queue, and the batch goes on', async () => {
+    const poison = ['not json', JSON.stringify({ v: 2, type: 'blob' }), JSON.stringify({ v: 1, type: 'blob', requestId: 'x', source: { registry: 'a', repository: 'b' }, target: { registry: 'a', repository: 'c' }, blobs: [] })];
+    for (const body of poison) await sqs.client.send(new SendMessageCommand({ QueueUrl: work.url, MessageBody: body }));
+    // A well-formed task that can never succeed (the manifest does not exist): dead-lettered at once.
+    await env.fanout.invokeAsync(serialise(request(`${src.host}/app/web:1.0`, `${dst.host}/mirror/poison:1.0`)));
+    await drain();
+    const dead = await dlqBodies(work.dlqUrl as string);
+    assert.deepEqual([...dead].sort(), [...poison].sort());
+    assert.ok(logs.some((l) => l.message === 'invalid message sent to the dead-letter queue' && /protocol version 2/.test(String(l.reason))));
+    assert.ok((await inspectRaw(`${dst.host}/mirror/poison:1.0`)).equals(index.bytes), 'valid work in the same batches still completed');
+  });
+
+  test('a task that keeps failing is retried with backoff until maxReceiveCount moves it to the DLQ', async () => {
+    const failing = makeEnv({ registries: new RegistryPool({ retry: { maxAttempts: 1 } }) });
+    const body = serialise({ v: 1, type: 'blob', requestId: 'unreachable', source: { registry: '127.0.0.1:9', repository: 'x' }, target: { registry: dst.host, repository: 'mirror/x' }, blobs: [{ digest: digestOf('x'), size: 1, mediaType: 'application/octet-stream' }] });
+    await sqs.client.send(new SendMessageCommand({ QueueUrl: work.url, MessageBody: body }));
+    const saved = env;
+    env = failing;
+    try {
+      await drain({ worker: createWorkerHandler(() => failing, { backoffSeconds: () => 0 }) });
+    } finally {
+      env = saved;
+      await failing.registries.close();
+    }
+    assert.deepEqual(await dlqBodies(work.dlqUrl as string), [body]);
+  });
+
+  test('every message delivered twice and in reverse order leaves the same result', async () => {
+    await env.fanout.invokeAsync(serialise(request(`${src.host}/app/web:1.0`, `${dst.host}/mirror/twice:1.0`)));
+    await drain({ duplicate: true });
+    assert.ok((await inspectRaw(`${dst.host}/mirror/twice:1.0`)).equals(index.bytes));
+    assert.deepEqual(await dlqBodies(work.dlqUrl as string), []);
+  });
+
+  test('a commit arriving before its blobs waits (backoff) and then succeeds', async () => {
+    const real = new SqsQueue(sqs.client, work.url);
+    let holding = true;
+    const held: string[] = [];
+    const holdingQueue = {
+      send: async (bodies: readonly string[]) => {
+        const commits = bodies.filter((b) => JSON.parse(b).type === 'commit');
+        if (holding) held.push(...bodies.filter((b) => JSON.parse(b).type !== 'commit'));
+        await real.send(holding ? commits : bodies);
+      },
+      retryLater: (handle: string, seconds: number) => real.retryLater(handle, seconds),
+    };
+    const metrics = nullMetrics();
+    const saved = env;
+    env = makeEnv({ work: holdingQueue, metrics });
+    try {
+      const img = await pushTestImage(src.host, 'app/late', 'v1', { layers: [{ bytes: tarOf({ late: randomBytes(5000) }) }] });
+      await env.fanout.invokeAsync(serialise(request(`${src.host}/app/late:v1`, `${dst.host}/mirror/late:v1`)));
+      await (env.fanout as InProcessInvoker).idle();
+      assert.ok(held.length > 0, 'fan-out enqueued blob tasks');
+      const worker = createWorkerHandler(() => env, { backoffSeconds: () => 1 });
+      const records = await receiveRecords(sqs.client, work, { max: 10 });
+      assert.deepEqual(records.map((r) => JSON.parse(r.body).type), ['commit']);
+      const first = await worker({ Records: records }, { getRemainingTimeInMillis: () => 900_000 });
+      assert.equal(first.batchItemFailures.length, 1, 'the commit is reported as not done');
+      assert.equal(metrics.totals.get('CommitsNotReady'), 1);
+      holding = false;
+      await real.send(held);
+      await drain({ worker });
+      assert.ok((await inspectRaw(`${dst.host}/mirror/late:v1`)).equals(img.manifest));
+    } finally {
+      env = saved;
+    }
+  });
+
+  test('a large blob continues across invocations from the upload session and arrives intact', async () => {
+    const layer = randomBytes(3 * 1024 * 1024 + 123);
+    const img = await pushTestImage(src.host, 'app/big', 'v1', { layers: [{ bytes: layer, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' }] });
+    const saved = env;
+    env = makeEnv({ largeBlobBytes: 1024 * 1024, chunkBytes: 1024 * 1024, smallBlobBytes: 512 * 1024 });
+    try {
+      await env.fanout.invokeAsync(serialise(request(`${src.host}/app/big:v1`, `${dst.host}/mirror/big:v1`)));
+      // A tiny time budget: each invocation sends one chunk and hands over.
+      await drain({ worker: createWorkerHandler(() => env, { backoffSeconds: () => 1, marginMs: 0 }), context: { getRemainingTimeInMillis: () => 1 } });
+    } finally {
+      env = saved;
+    }
+    const layerDigest = img.layers[0]?.digest as string;
+    const hops = logs.filter((l) => l.message === 'blob task done' && Array.isArray(l.blobs) && (l.blobs as string[]).includes(layerDigest));
+    assert.ok(hops.length >= 2, `expected the blob to take several invocations, took ${hops.length}`);
+    assert.ok(hops.some((h) => h.continued), 'an invocation handed the blob over');
+    const sent = hops.reduce((n, h) => n + Number(h.bytes), 0);
+    assert.equal(sent, layer.length, 'each byte was sent once: the follow-ups resumed from the registry offset');
+    assert.ok((await inspectRaw(`${dst.host}/mirror/big:v1`)).equals(img.manifest));
+    const target = pool.get(dst.host).repository('mirror/big');
+    const stream = await target.fetchBlob({ digest: layerDigest, size: layer.length });
+    let size = 0;
+    for await (const chunk of stream) size += (chunk as Buffer).length;
+    assert.equal(size, layer.length);
+  });
+});
