@@ -10,6 +10,8 @@ commands:
   copy SRC DST        copy an image between registries
   plan SRC DST        show what a copy would do, without writing anything
   export REF --to D   write an image's layers as a tar archive (file, -, or s3://bucket/key)
+  sync RULES          copy what the rules select and the target lacks (bulk migration)
+  serve --rules R     serve the rules' webhooks and mirror every push, in this process
 
 Run 'ocirelay <command> --help' for the options of a command.
 `;
@@ -20,6 +22,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   copy: async () => (await import('./commands/copy.js')).copyCommand,
   plan: async () => (await import('./commands/copy.js')).planCommand,
   export: async () => (await import('./commands/export.js')).exportCommand,
+  sync: async () => (await import('./commands/sync.js')).syncCommand,
+  serve: async () => (await import('./commands/serve.js')).serveCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

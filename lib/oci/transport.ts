@@ -12,6 +12,7 @@ import { Authenticator, type Scope } from './auth.js';
 import { anonymous, type CredentialProvider } from './credentials.js';
 import { backoffDelay, isRetryableNetworkError, networkErrorCode, parseRetryAfter, resolveRetry, sleep, type RetryOptions } from './retry.js';
 import { isRetryableStatus } from '../errors.js';
+import { metadataGuard } from './destination.js';
 
 export interface TimeoutOptions {
   /** TCP + TLS connect. Default 10 s: a registry that cannot accept a connection in 10 s is down. */
@@ -38,8 +39,8 @@ export interface RequestEvent {
   durationMs: number;
 }
 
-/** Decides whether a URL may be contacted at all (destination policy); throws to refuse. */
-export type DestinationGuard = (url: URL, purpose: 'registry' | 'token' | 'redirect') => void;
+/** Decides whether a URL may be contacted at all (destination policy); throws (or rejects) to refuse. */
+export type DestinationGuard = (url: URL, purpose: 'registry' | 'token' | 'redirect') => void | Promise<void>;
 
 export interface TransportOptions {
   credentials?: CredentialProvider;
@@ -169,7 +170,7 @@ export class Transport {
     for (;;) {
       attempt++;
       const sameOrigin = url.origin === this.origin;
-      this.options.guard?.(url, sameOrigin ? 'registry' : 'redirect');
+      await (this.options.guard ?? metadataGuard)(url, sameOrigin ? 'registry' : 'redirect');
       const headers: Record<string, string> = { 'user-agent': this.options.userAgent ?? USER_AGENT, ...options.headers };
       if (sameOrigin) {
         const authorization = await this.auth.authorization(options.scopes);
@@ -293,7 +294,7 @@ export class Transport {
     let attempt = 0;
     for (;;) {
       attempt++;
-      this.options.guard?.(req.url, 'token');
+      await (this.options.guard ?? metadataGuard)(req.url, 'token');
       const started = performance.now();
       try {
         const res = await request(req.url, {

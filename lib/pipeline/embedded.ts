@@ -80,12 +80,21 @@ export class EmbeddedPipeline {
   }
 
   /** Runs consumers until every queue is empty and fan-out is idle (or `stop` is called). */
-  async drain(): Promise<void> {
+  drain(): Promise<void> {
+    return this.runConsumers(false);
+  }
+
+  /** Runs consumers until `stop` is called, waiting for work when there is none (`serve`). */
+  run(): Promise<void> {
+    return this.runConsumers(true);
+  }
+
+  private async runConsumers(continuous: boolean): Promise<void> {
     const concurrency = this.options.concurrency ?? 4;
     const consumers: Promise<void>[] = [];
     for (let i = 0; i < concurrency; i++) {
-      consumers.push(this.consume(this.work, this.worker));
-      consumers.push(this.consume(this.exports, this.exporter));
+      consumers.push(this.consume(this.work, this.worker, continuous));
+      consumers.push(this.consume(this.exports, this.exporter, continuous));
     }
     await Promise.all(consumers);
   }
@@ -93,19 +102,21 @@ export class EmbeddedPipeline {
   /** Stops the consumers after the batches in flight (SIGTERM in `serve`). */
   stop(): void {
     this.stopped = true;
+    this.work.wake();
+    this.exports.wake();
   }
 
   private busy(): boolean {
     return this.work.size > 0 || this.exports.size > 0 || this.fanout.pendingCount > 0;
   }
 
-  private async consume(queue: InMemoryQueue, handler: (event: SqsEvent, context?: LambdaContext) => Promise<SqsBatchResponse>): Promise<void> {
+  private async consume(queue: InMemoryQueue, handler: (event: SqsEvent, context?: LambdaContext) => Promise<SqsBatchResponse>, continuous: boolean): Promise<void> {
     const invocationMs = this.options.invocationMs ?? 15 * 60_000;
     const batchSize = this.options.batchSize ?? 5;
     while (!this.stopped) {
       const deliveries = queue.receive(batchSize);
       if (deliveries.length === 0) {
-        if (!this.busy()) {
+        if (!continuous && !this.busy()) {
           await this.fanout.idle();
           if (!this.busy()) return;
           continue;

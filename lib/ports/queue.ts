@@ -140,7 +140,8 @@ export class InMemoryQueue implements Queue {
     });
   }
 
-  private wake(): void {
+  /** Wakes everything waiting in waitForActivity (a consumer that should look again, or stop). */
+  wake(): void {
     for (const waiter of [...this.waiters]) waiter();
   }
 }
