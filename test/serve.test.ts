@@ -1,0 +1,118 @@
+// `ocirelay serve` against the real distribution registry's push notifications (issue #6): a push
+// to the source is mirrored by itself; a push outside the rules is not; an authenticated event
+// naming a third registry makes no request to it; bad requests are answered and survived;
+// SIGTERM stops it cleanly.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
+import { freePort, inspectRaw, makeTempDir, pollUntil, pushTestImage, startHttpServer, startRegistry, tarOf, type RunningHttpServer, type RunningRegistry } from './support/index.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const bin = join(root, 'dist/cli/bin.js');
+const TOKEN = 'serve-test-token-6c1f';
+
+let src: RunningRegistry;
+let dst: RunningRegistry;
+let third: RunningHttpServer;
+let serve: ChildProcess;
+let port: number;
+let output = '';
+
+async function post(path: string, body: string | Buffer, headers: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown> }> {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
+  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+const mirrored = (ref: string): Promise<Buffer> => pollUntil(() => inspectRaw(ref).catch(() => undefined), { timeoutMs: 20_000, what: `${ref} in the target` });
+
+before(async () => {
+  execFileSync('npx', ['tsc', '-p', 'lib/tsconfig.json'], { cwd: root });
+  port = await freePort();
+  third = await startHttpServer((_req, res) => {
+    res.writeHead(404).end();
+  });
+  [src, dst] = await Promise.all([startRegistry({ notifications: { url: `http://127.0.0.1:${port}/hooks/registry`, headers: { Authorization: [`Bearer ${TOKEN}`] } } }), startRegistry()]);
+  const dir = makeTempDir('serve');
+  const rules = join(dir, 'rules.yaml');
+  await writeFile(
+    rules,
+    [
+      'rules:',
+      `  - from: ${src.host}/team`,
+      `    to: ${dst.host}/mirror`,
+      '    repositories: { exclude: ["*-tmp"] }',
+      'webhooks:',
+      '  - path: /hooks/registry',
+      '    kind: distribution',
+      '    token: { env: SERVE_HOOK_TOKEN }',
+      '',
+    ].join('\n'),
+  );
+  serve = spawn(process.execPath, [bin, 'serve', '--rules', rules, '--listen', `127.0.0.1:${port}`, '--coalesce-ms', '200'], { env: { ...process.env, SERVE_HOOK_TOKEN: TOKEN }, stdio: ['ignore', 'pipe', 'pipe'] });
+  serve.stdout?.on('data', (c: Buffer) => (output += c.toString()));
+  serve.stderr?.on('data', (c: Buffer) => (output += c.toString()));
+  await pollUntil(async () => ((await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.status === 200 ? true : undefined), { what: 'ocirelay serve', timeoutMs: 15_000 });
+});
+
+after(async () => {
+  if (serve && serve.exitCode === null) serve.kill('SIGKILL');
+  await Promise.all([src?.stop(), dst?.stop(), third?.stop()]);
+});
+
+describe('ocirelay serve', () => {
+  test('a push to the source registry is mirrored to the target by itself', async () => {
+    const img = await pushTestImage(src.host, 'team/app', 'v1', { layers: [{ bytes: tarOf({ app: randomBytes(4000) }) }] });
+    assert.ok((await mirrored(`${dst.host}/mirror/app:v1`)).equals(img.manifest));
+  });
+
+  test('a push outside the rules is not mirrored', async () => {
+    await pushTestImage(src.host, 'other/thing', 'v1', { layers: [{ bytes: tarOf({ x: 'other' }) }] });
+    await pushTestImage(src.host, 'team/app-tmp', 'v1', { layers: [{ bytes: tarOf({ x: 'excluded' }) }] });
+    // A later push inside the rules is mirrored: by then the earlier events were handled.
+    const marker = await pushTestImage(src.host, 'team/marker', 'v1', { layers: [{ bytes: tarOf({ m: randomBytes(100) }) }] });
+    assert.ok((await mirrored(`${dst.host}/mirror/marker:v1`)).equals(marker.manifest));
+    const catalog = (await (await fetch(`${dst.url}/v2/_catalog`)).json()) as { repositories: string[] };
+    assert.ok(!catalog.repositories.some((r) => r.includes('other') || r.includes('tmp')), catalog.repositories.join(', '));
+    assert.match(output, /event outside every rule ignored/);
+  });
+
+  test('an authenticated event naming a third registry makes no request to it', async () => {
+    const envelope = { events: [{ id: 'forged-1', action: 'push', target: { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${'a'.repeat(64)}`, repository: 'team/app', tag: 'evil', url: `http://${third.host}/v2/team/app/manifests/evil` }, request: { host: third.host } }] };
+    const answer = await post('/hooks/registry', JSON.stringify(envelope), { authorization: `Bearer ${TOKEN}` });
+    assert.equal(answer.status, 202);
+    assert.equal(answer.json.accepted, 0);
+    // Same event naming the right host: accepted (and the tag is re-resolved at the source, where it does not exist).
+    const marker = await pushTestImage(src.host, 'team/marker2', 'v1', { layers: [{ bytes: tarOf({ m: randomBytes(100) }) }] });
+    await mirrored(`${dst.host}/mirror/marker2:v1`);
+    assert.equal(third.requests.length, 0, 'no request reached the third registry');
+    void marker;
+  });
+
+  test('bad requests get clear answers and the server keeps running', async () => {
+    assert.equal((await post('/hooks/registry', '{"events":[]}')).status, 401);
+    assert.equal((await post('/hooks/registry', '{"events":[]}', { authorization: 'Bearer wrong' })).status, 403);
+    const malformed = await post('/hooks/registry', '{"events": [', { authorization: `Bearer ${TOKEN}` });
+    assert.equal(malformed.status, 400);
+    assert.match(String(malformed.json.error), /not JSON/);
+    assert.equal((await post('/hooks/registry', '{"nope": 1}', { authorization: `Bearer ${TOKEN}` })).status, 400);
+    assert.equal((await post('/hooks/registry', Buffer.alloc(2 * 1024 * 1024, 0x20), { authorization: `Bearer ${TOKEN}` })).status, 413);
+    assert.equal((await post('/nowhere', '{}')).status, 404);
+    const replay = { events: [{ id: 'replayed-event', action: 'push', target: { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${'b'.repeat(64)}`, repository: 'team/app', tag: 'v1' } }] };
+    assert.equal((await post('/hooks/registry', JSON.stringify(replay), { authorization: `Bearer ${TOKEN}` })).json.accepted, 1);
+    assert.equal((await post('/hooks/registry', JSON.stringify(replay), { authorization: `Bearer ${TOKEN}` })).json.accepted, 0, 'a replayed event id is not accepted twice');
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+    assert.doesNotMatch(output, new RegExp(TOKEN), 'the webhook token never appears in the logs');
+  });
+
+  test('SIGTERM stops it cleanly', async () => {
+    const exited = new Promise<number | null>((resolve) => serve.once('exit', (code) => resolve(code)));
+    serve.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    assert.match(output, /"message":"stopped"/);
+  });
+});

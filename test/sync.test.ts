@@ -1,0 +1,133 @@
+// `ocirelay sync` (issue #6): a bulk migration of rules against real registries, with each filter
+// kind; a dry run writes nothing; a second run finds everything already there.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { RegistryPool } from '../lib/engine/registries.js';
+import { parseConfig } from '../lib/rules/config.js';
+import { selectTags } from '../lib/rules/match.js';
+import { syncRules } from '../lib/rules/sync.js';
+import { inspectRaw, makeTempDir, pushTestImage, startRegistry, tarOf, type RunningRegistry } from './support/index.js';
+
+const exec = promisify(execFile);
+const root = fileURLToPath(new URL('..', import.meta.url));
+const bin = join(root, 'dist/cli/bin.js');
+
+let src: RunningRegistry;
+let dst: RunningRegistry;
+let rulesFile: string;
+const manifests = new Map<string, Buffer>();
+
+async function catalog(registry: RunningRegistry): Promise<string[]> {
+  return ((await (await fetch(`${registry.url}/v2/_catalog`)).json()) as { repositories: string[] }).repositories;
+}
+
+async function tags(registry: RunningRegistry, repository: string): Promise<string[]> {
+  const res = await fetch(`${registry.url}/v2/${repository}/tags/list`);
+  if (res.status === 404) return [];
+  return (((await res.json()) as { tags: string[] | null }).tags ?? []).sort();
+}
+
+async function sync(...args: string[]): Promise<{ code: number; json: Record<string, unknown> }> {
+  try {
+    const { stdout } = await exec(process.execPath, [bin, 'sync', rulesFile, '--json', ...args]);
+    return { code: 0, json: JSON.parse(stdout) as Record<string, unknown> };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    throw new Error(`sync exited ${e.code}: ${e.stderr}\n${e.stdout}`);
+  }
+}
+
+before(async () => {
+  execFileSync('npx', ['tsc', '-p', 'lib/tsconfig.json'], { cwd: root });
+  [src, dst] = await Promise.all([startRegistry(), startRegistry()]);
+  const layout: Record<string, string[]> = {
+    'team/api': ['v1.0.0', 'v1.2.0', 'v1.3.0-rc1', 'v2.0.0', 'latest', 'dev-branch'],
+    'team/web': ['1.0', '1.1', '2.0', '2.1', '3.0'],
+    'team/web-tmp': ['v1.5.0'],
+    'vendor/lib': ['v1.9.0'],
+  };
+  for (const [repository, list] of Object.entries(layout)) {
+    for (const tag of list) {
+      const img = await pushTestImage(src.host, repository, tag, { layers: [{ bytes: tarOf({ [`${repository}/${tag}`]: `${repository}:${tag}` }) }] });
+      manifests.set(`${repository}:${tag}`, img.manifest);
+    }
+  }
+  rulesFile = join(makeTempDir('sync'), 'rules.yaml');
+  await writeFile(
+    rulesFile,
+    JSON.stringify({
+      rules: [
+        // semver range + include/exclude regexes on the api repository only
+        { name: 'api', from: `${src.host}/team`, to: `${dst.host}/mirror`, repositories: { include: ['api'] }, tags: { include: ['^v\\d'], exclude: ['-rc'], semver: '>=1.2' } },
+        // latest N by version, repositories by glob with an exclude
+        { name: 'web', from: `${src.host}/team`, to: `${dst.host}/mirror`, repositories: { include: ['web*'], exclude: ['*-tmp'] }, tags: { latest: 2 } },
+      ],
+    }),
+  );
+});
+
+after(async () => {
+  await Promise.all([src?.stop(), dst?.stop()]);
+});
+
+describe('ocirelay sync', () => {
+  test('a dry run reports what would be copied and writes nothing', async () => {
+    const { json } = await sync('--dry-run');
+    assert.equal(json.dryRun, true);
+    assert.equal(json.copied, 4);
+    assert.equal(json.failed, 0);
+    assert.deepEqual(await catalog(dst), []);
+  });
+
+  test('each filter kind selects exactly its tags, and they are copied byte for byte', async () => {
+    const { json } = await sync();
+    assert.equal(json.copied, 4);
+    assert.equal(json.failed, 0);
+    // api: ^v\d and not -rc and >=1.2 -> v1.2.0, v2.0.0 (v1.0.0 below range, rc excluded, latest/dev-branch not v\d)
+    assert.deepEqual(await tags(dst, 'mirror/api'), ['v1.2.0', 'v2.0.0']);
+    // web: latest 2 by version -> 3.0, 2.1; web-tmp excluded; vendor outside the rule's prefix
+    assert.deepEqual(await tags(dst, 'mirror/web'), ['2.1', '3.0']);
+    assert.deepEqual((await catalog(dst)).sort(), ['mirror/api', 'mirror/web']);
+    for (const ref of ['api:v1.2.0', 'api:v2.0.0', 'web:2.1', 'web:3.0']) {
+      assert.ok((await inspectRaw(`${dst.host}/mirror/${ref}`)).equals(manifests.get(`team/${ref}`) as Buffer), ref);
+    }
+    const items = json.items as Array<{ source: string; status: string; reason?: string }>;
+    assert.ok(items.some((i) => i.source.endsWith('team/web-tmp') && i.status === 'filtered' && i.reason === 'repository filter'));
+    assert.ok(items.some((i) => i.source.endsWith('team/api:v1.3.0-rc1') && i.status === 'filtered'));
+  });
+
+  test('a second run copies nothing: everything is already there', async () => {
+    const { json } = await sync();
+    assert.equal(json.copied, 0);
+    assert.equal(json.alreadyThere, 4);
+  });
+
+  test('a tag moved at the source is copied again; the library reports it', async () => {
+    const moved = await pushTestImage(src.host, 'team/web', '3.0', { layers: [{ bytes: tarOf({ moved: 'yes' }) }] });
+    const pool = new RegistryPool();
+    try {
+      const submitted: string[] = [];
+      const summary = await syncRules(parseConfig(JSON.stringify({ rules: [{ from: `${src.host}/team/web`, to: `${dst.host}/mirror/web`, tags: { latest: 2 } }] })), { registries: pool, submit: async (r) => void submitted.push(r.source) });
+      assert.deepEqual(submitted, [`${src.host}/team/web:3.0`]);
+      assert.equal(summary.present, 1);
+      assert.equal(summary.filtered, 3);
+    } finally {
+      await pool.close();
+    }
+    void moved;
+  });
+
+  test('selectTags: latest by semver, then by name; semver ignores tags that name no version', () => {
+    const rule = parseConfig(JSON.stringify({ rules: [{ from: 'a.example/x', to: 'b.example/x', tags: { latest: 3 } }] })).rules[0]!;
+    assert.deepEqual(selectTags(rule, ['1.2', 'v1.10.0', '1.9.1', 'latest', 'v2.0.0-rc1']), ['v2.0.0-rc1', 'v1.10.0', '1.9.1']);
+    const ranged = parseConfig(JSON.stringify({ rules: [{ from: 'a.example/x', to: 'b.example/x', tags: { semver: '^1.2' } }] })).rules[0]!;
+    assert.deepEqual(selectTags(ranged, ['1.1.0', '1.2.0', '1.9', 'latest', '2.0.0']), ['1.2.0', '1.9']);
+    assert.throws(() => parseConfig(JSON.stringify({ rules: [{ from: 'a.example/x', to: 'b.example/x', tags: { semver: '>=>1' } }] })), /semver/);
+    assert.throws(() => parseConfig(JSON.stringify({ rules: [{ from: 'a.example/x', to: 'b.example/x', tags: { include: ['(unclosed'] } }] })), /regular expression/);
+  });
+});
