@@ -1,0 +1,251 @@
+// Ingress (pure: no registry is contacted): authentication before parsing, clear answers for bad
+// input, hosts from the rules only, replay de-duplication, burst coalescing, schedules and ECR events.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { handleEventBridge, handleWebhook, ReplayCache, type IngressEnv } from '../lib/pipeline/ingress.js';
+import { parseEcrEvent } from '../lib/events/ecr.js';
+import type { ReplicationRequest } from '../lib/pipeline/messages.js';
+import { createLogger, nullMetrics } from '../lib/pipeline/telemetry.js';
+import { parseConfig, resolveSecret } from '../lib/rules/config.js';
+import { requestsFor, expandDestination, globMatches } from '../lib/rules/match.js';
+
+const DIGEST = `sha256:${'c'.repeat(64)}`;
+
+function setup(overrides: Partial<IngressEnv> = {}): { env: IngressEnv; submitted: ReplicationRequest[]; lines: string[] } {
+  const config = parseConfig(
+    JSON.stringify({
+      rules: [
+        { name: 'team', from: 'src.example.com/team', to: 'mirror.example.com/copies', platforms: ['linux/arm64'], annotations: { 'org.example.mirrored': 'true' }, export: { format: 'layers', to: 's3://exports-bucket/{repository}/{tag}.tar' } },
+        { name: 'ecr', from: '123456789012.dkr.ecr.eu-west-1.amazonaws.com', to: 'mirror.example.com/ecr' },
+      ],
+      webhooks: [
+        { path: '/hooks/registry', kind: 'distribution', token: 'dist-token' },
+        { path: '/hooks/header', kind: 'distribution', token: 'header-token', header: 'X-Registry-Token' },
+        { path: '/hooks/signed', kind: 'distribution', secret: 'hmac-key' },
+        { path: '/hooks/open-3b1c9a7e', kind: 'distribution', unauthenticated: true },
+      ],
+    }),
+  );
+  const submitted: ReplicationRequest[] = [];
+  const lines: string[] = [];
+  const env: IngressEnv = {
+    config,
+    secrets: new Map([
+      ['/hooks/registry', { token: 'dist-token' }],
+      ['/hooks/header', { token: 'header-token' }],
+      ['/hooks/signed', { secret: 'hmac-key' }],
+    ]),
+    submit: async (r) => void submitted.push(r),
+    logger: createLogger({ sink: (l) => lines.push(l) }),
+    metrics: nullMetrics(),
+    replays: new ReplayCache(),
+    ecrParser: parseEcrEvent,
+    ...overrides,
+  };
+  return { env, submitted, lines };
+}
+
+function envelope(events: Array<Record<string, unknown>>): Buffer {
+  return Buffer.from(JSON.stringify({ events }));
+}
+
+function push(repository: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { id: `evt-${repository}-${String(extra.tag ?? '')}`, action: 'push', target: { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: DIGEST, repository, tag: 'v1', ...extra }, request: { host: 'src.example.com' } };
+}
+
+const post = (path: string, body: Buffer, headers: Record<string, string> = {}) => ({ method: 'POST', path, headers, body });
+
+describe('webhook authentication comes before parsing', () => {
+  const cases: Array<[string, ReturnType<typeof post>, number, RegExp]> = [
+    ['no token', post('/hooks/registry', Buffer.from('not even json')), 401, /missing Authorization/],
+    ['wrong token', post('/hooks/registry', Buffer.from('not even json'), { authorization: 'Bearer nope' }), 403, /bad token/],
+    ['token in the wrong scheme', post('/hooks/registry', Buffer.from('{}'), { authorization: 'Basic ZGlzdC10b2tlbg==' }), 401, /missing/],
+    ['custom header missing', post('/hooks/header', Buffer.from('{}'), { authorization: 'Bearer header-token' }), 401, /missing X-Registry-Token/],
+    ['custom header wrong', post('/hooks/header', Buffer.from('{}'), { 'x-registry-token': 'nope' }), 403, /bad token/],
+    ['signature missing', post('/hooks/signed', Buffer.from('{}')), 401, /X-Hub-Signature-256/],
+    ['signature forged', post('/hooks/signed', Buffer.from('{}'), { 'x-hub-signature-256': `sha256=${'0'.repeat(64)}` }), 403, /bad signature/],
+    ['signature of another body', post('/hooks/signed', Buffer.from('{"events":[]}'), { 'x-hub-signature-256': `sha256=${createHmac('sha256', 'hmac-key').update('{}').digest('hex')}` }), 403, /bad signature/],
+    ['unknown path', post('/hooks/elsewhere', Buffer.from('{}')), 404, /no webhook/],
+    ['GET instead of POST', { ...post('/hooks/registry', Buffer.alloc(0)), method: 'GET' }, 405, /POST/],
+  ];
+  for (const [name, request, status, message] of cases) {
+    test(name, async () => {
+      const { env, submitted } = setup();
+      const answer = await handleWebhook(request, env);
+      assert.equal(answer.status, status);
+      assert.match(String(answer.body.error), message);
+      assert.equal(submitted.length, 0);
+    });
+  }
+
+  test('a valid HMAC over the raw body passes; the key never reaches the logs', async () => {
+    const { env, submitted, lines } = setup();
+    const body = envelope([push('team/app')]);
+    const signature = `sha256=${createHmac('sha256', 'hmac-key').update(body).digest('hex')}`;
+    const answer = await handleWebhook(post('/hooks/signed', body, { 'x-hub-signature-256': signature }), env);
+    assert.equal(answer.status, 202);
+    assert.equal(submitted.length, 1);
+    assert.ok(!lines.some((l) => l.includes('hmac-key') || l.includes('dist-token')));
+  });
+
+  test('an unauthenticated endpoint (its unguessable path is the secret) accepts', async () => {
+    const { env, submitted } = setup();
+    assert.equal((await handleWebhook(post('/hooks/open-3b1c9a7e', envelope([push('team/app')])), env)).status, 202);
+    assert.equal(submitted.length, 1);
+  });
+});
+
+describe('bad bodies get 4xx, never 500', () => {
+  const auth = { authorization: 'Bearer dist-token' };
+  const cases: Array<[string, Buffer, number, RegExp]> = [
+    ['oversized', Buffer.alloc(1024 * 1024 + 1, 0x20), 413, /larger than/],
+    ['malformed JSON', Buffer.from('{"events": ['), 400, /not JSON/],
+    ['JSON of another shape', Buffer.from('{"hello": "world"}'), 400, /\{"events"/],
+    ['a JSON string', Buffer.from('"events"'), 400, /\{"events"/],
+    ['deeply nested JSON', Buffer.from(`${'['.repeat(50_000)}${']'.repeat(50_000)}`), 400, /events/],
+  ];
+  for (const [name, body, status, message] of cases) {
+    test(name, async () => {
+      const { env, submitted } = setup();
+      const answer = await handleWebhook(post('/hooks/registry', body, auth), env);
+      assert.equal(answer.status, status);
+      assert.match(String(answer.body.error), message);
+      assert.equal(submitted.length, 0);
+    });
+  }
+
+  test('events with invalid fields are dropped, not submitted', async () => {
+    const { env, submitted } = setup();
+    const answer = await handleWebhook(post('/hooks/registry', envelope([push('Team/App'), push('team/app', { tag: 'bad tag!' }), push('team/app', { digest: 'sha256:nothex', tag: undefined }), push('team/../etc')]), auth), env);
+    assert.equal(answer.status, 202);
+    assert.equal(answer.body.accepted, 0);
+    assert.equal(answer.body.ignored, 4);
+    assert.equal(submitted.length, 0);
+  });
+});
+
+describe('the payload is a hint: hosts come from the rules', () => {
+  const auth = { authorization: 'Bearer dist-token' };
+  test('a push inside a rule becomes a request on the rule\'s hosts, with its options', async () => {
+    const { env, submitted } = setup();
+    await handleWebhook(post('/hooks/registry', envelope([push('team/app')]), auth), env);
+    assert.equal(submitted.length, 1);
+    const r = submitted[0] as ReplicationRequest;
+    assert.equal(r.source, 'src.example.com/team/app:v1');
+    assert.equal(r.target, 'mirror.example.com/copies/app:v1');
+    assert.deepEqual(r.platforms, ['linux/arm64']);
+    assert.deepEqual(r.annotations, { 'org.example.mirrored': 'true' });
+    assert.deepEqual(r.export, { format: 'layers', destination: 's3://exports-bucket/copies/app/v1.tar' });
+  });
+
+  test('an event naming another host matches nothing and is acknowledged', async () => {
+    const { env, submitted, lines } = setup();
+    const evil = push('team/app');
+    (evil.request as Record<string, unknown>).host = '169.254.169.254';
+    const answer = await handleWebhook(post('/hooks/registry', envelope([evil]), auth), env);
+    assert.equal(answer.status, 202);
+    assert.deepEqual(answer.body, { accepted: 0, ignored: 1 });
+    assert.equal(submitted.length, 0);
+    assert.ok(lines.some((l) => l.includes('event outside every rule ignored')));
+  });
+
+  test('a repository outside the prefix (or a prefix lookalike) matches nothing', async () => {
+    const { env, submitted } = setup();
+    await handleWebhook(post('/hooks/registry', envelope([push('teamster/app'), push('other/app'), push('team')]), auth), env);
+    assert.deepEqual(submitted.map((r) => r.target), ['mirror.example.com/copies:v1']);
+  });
+
+  test('the tag is copied by tag (re-resolved at the source), the payload digest is not trusted', async () => {
+    const { env, submitted } = setup();
+    await handleWebhook(post('/hooks/registry', envelope([push('team/app', { digest: `sha256:${'d'.repeat(64)}` })]), auth), env);
+    assert.ok(!(submitted[0] as ReplicationRequest).source.includes('@'));
+  });
+
+  test('an index push (children by digest, then the tagged index) becomes one request', async () => {
+    const { env, submitted } = setup();
+    const children = [push('team/app', { tag: undefined, digest: `sha256:${'1'.repeat(64)}` }), push('team/app', { tag: undefined, digest: `sha256:${'2'.repeat(64)}` })];
+    const blob = { action: 'push', target: { mediaType: 'application/octet-stream', digest: DIGEST, repository: 'team/app' } };
+    await handleWebhook(post('/hooks/registry', envelope([blob, ...children, push('team/app', { mediaType: 'application/vnd.oci.image.index.v1+json' })]), auth), env);
+    assert.deepEqual(submitted.map((r) => r.source), ['src.example.com/team/app:v1']);
+  });
+
+  test('a replayed delivery (same event ids) is not submitted twice', async () => {
+    const { env, submitted } = setup();
+    const body = envelope([push('team/app')]);
+    assert.equal((await handleWebhook(post('/hooks/registry', body, auth), env)).body.accepted, 1);
+    assert.equal((await handleWebhook(post('/hooks/registry', body, auth), env)).body.accepted, 0);
+    assert.equal(submitted.length, 1);
+  });
+
+  test('a fan-out that is down gets the delivery retried (503), not dropped', async () => {
+    const { env } = setup({ submit: async () => { throw new Error('invoke failed'); } });
+    assert.equal((await handleWebhook(post('/hooks/registry', envelope([push('team/app')]), auth), env)).status, 503);
+  });
+});
+
+describe('EventBridge', () => {
+  test('ECR Image Action PUSH SUCCESS becomes a request; other actions are ignored', async () => {
+    const { env, submitted } = setup();
+    const event = { id: 'e1', source: 'aws.ecr', 'detail-type': 'ECR Image Action', account: '123456789012', region: 'eu-west-1', detail: { result: 'SUCCESS', 'repository-name': 'app/api', 'image-digest': DIGEST, 'action-type': 'PUSH', 'image-tag': '2.0' } };
+    await handleEventBridge(event, env);
+    assert.deepEqual(submitted.map((r) => [r.source, r.target]), [['123456789012.dkr.ecr.eu-west-1.amazonaws.com/app/api:2.0', 'mirror.example.com/ecr/app/api:2.0']]);
+    await handleEventBridge({ ...event, detail: { ...event.detail, 'action-type': 'DELETE' } }, env);
+    await handleEventBridge({ ...event, detail: { ...event.detail, result: 'FAILURE' } }, env);
+    await handleEventBridge({ ...event, account: '999999999999' }, env);
+    assert.equal(submitted.length, 1);
+  });
+
+  test('a scheduled "sync these" event submits its valid requests and reports the invalid ones', async () => {
+    const { env, submitted } = setup();
+    const result = await handleEventBridge({ id: 's1', source: 'ocirelay.schedule', 'detail-type': 'Scheduled Sync', detail: { requests: [{ source: 'a.example/x:1', target: 'b.example/x:1' }, { source: 'not a ref', target: 'b.example/y' }] } }, env);
+    assert.deepEqual(result, { accepted: 1, invalid: 1 });
+    assert.equal(submitted[0]?.source, 'a.example/x:1');
+  });
+
+  test('a schedule without requests runs the sync of the rules', async () => {
+    let called: readonly string[] | undefined | 'none' = 'none';
+    const { env } = setup({ sync: async (rules) => ((called = rules), { copy: 0 }) });
+    await handleEventBridge({ source: 'ocirelay.schedule', detail: { rules: ['team'] } }, env);
+    assert.deepEqual(called, ['team']);
+  });
+});
+
+describe('rules', () => {
+  test('placeholders, globs, secrets from the environment', async () => {
+    assert.equal(expandDestination('s3://b/{registry}/{repository}/{tag}.tar', { registry: 'host:5000', repository: 'a/b', digest: DIGEST }), `s3://b/host-5000/a/b/${DIGEST.replace(':', '-')}.tar`);
+    assert.ok(globMatches('app*', 'app-server'));
+    assert.ok(!globMatches('app*', 'my-app'));
+    assert.ok(globMatches('a?c', 'abc'));
+    assert.ok(!globMatches('a.c', 'abc'), 'dots are literal');
+    assert.equal(await resolveSecret({ env: 'HOOK_SECRET_X' }, { HOOK_SECRET_X: 's3cr3t' }), 's3cr3t');
+    await assert.rejects(resolveSecret({ env: 'MISSING_X' }, {}), /MISSING_X.*not set/);
+  });
+
+  const bad: Array<[string, unknown, RegExp]> = [
+    ['no rules', { rules: [] }, /rules/],
+    ['a bad from', { rules: [{ from: 'Bad Host/x', to: 'b.example/x' }] }, /from/],
+    ['a bad regex', { rules: [{ from: 'a.example/x', to: 'b.example/x', tags: { include: ['('] } }] }, /regular expression/],
+    ['a bad glob', { rules: [{ from: 'a.example/x', to: 'b.example/x', repositories: { include: ['a|b'] } }] }, /wildcards/],
+    ['a bad platform', { rules: [{ from: 'a.example/x', to: 'b.example/x', platforms: ['linux'] }] }, /os\/architecture/],
+    ['an unknown field', { rules: [{ from: 'a.example/x', to: 'b.example/x', tagz: {} }] }, /tagz|unrecognized/i],
+    ['an export not on S3', { rules: [{ from: 'a.example/x', to: 'b.example/x', export: { to: '/tmp/x.tar' } }] }, /s3:\/\//],
+    ['a github hook without secret', { rules: [{ from: 'a.example/x', to: 'b.example/x' }], webhooks: [{ path: '/h', kind: 'github', token: 't' }] }, /HMAC secret/],
+    ['a hook without credentials', { rules: [{ from: 'a.example/x', to: 'b.example/x' }], webhooks: [{ path: '/h', kind: 'distribution' }] }, /token or secret/],
+    ['a duplicate hook path', { rules: [{ from: 'a.example/x', to: 'b.example/x' }], webhooks: [{ path: '/h', kind: 'distribution', token: 'a' }, { path: '/h', kind: 'quay', token: 'b' }] }, /used twice/],
+  ];
+  for (const [name, config, message] of bad) {
+    test(`a rules file with ${name} is refused clearly`, () => {
+      assert.throws(() => parseConfig(JSON.stringify(config)), (err: Error & { code?: string }) => err.code === 'ERR_CONFIG' && message.test(err.message));
+    });
+  }
+  test('YAML is accepted and a broken document named', () => {
+    assert.equal(parseConfig('rules:\n  - from: a.example/x\n    to: b.example/y\n').rules.length, 1);
+    assert.throws(() => parseConfig('rules: [', 'rules.yaml'), /rules.yaml is not valid YAML/);
+  });
+  test('a digest-only push cannot pass a tag filter', () => {
+    const config = parseConfig(JSON.stringify({ rules: [{ from: 'a.example/x', to: 'b.example/x', tags: { include: ['^v'] } }] }));
+    assert.equal(requestsFor({ repository: 'x', digest: DIGEST }, config, { id: 't' }).length, 0);
+    assert.equal(requestsFor({ repository: 'x', tag: 'v1' }, config, { id: 't' }).length, 1);
+  });
+});
