@@ -15,7 +15,10 @@ import { PARSERS } from '../events/index.js';
 import { chainCredentials } from '../oci/credentials.js';
 import type { IngressEnv } from '../pipeline/ingress.js';
 import { ReplayCache } from '../pipeline/ingress.js';
-import { serialise } from '../pipeline/messages.js';
+import { serialise, type ReplicationRequest } from '../pipeline/messages.js';
+import { syncRules } from '../rules/sync.js';
+import { endpoints } from '../rules/match.js';
+import { destinationPolicy } from '../oci/destination.js';
 import type { PipelineEnv } from '../pipeline/stages.js';
 import { createLogger, createMetrics, type LogLevel } from '../pipeline/telemetry.js';
 import { parseConfig, resolveSecret, type Config } from '../rules/config.js';
@@ -51,6 +54,19 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Config | un
 
 let pipeline: PipelineEnv | undefined;
 
+/**
+ * Registries with AWS credentials. With rules configured, the destination policy lets through
+ * only the hosts they name (requests are steered by webhook payloads and registry answers).
+ */
+export function awsRegistryPool(env: NodeJS.ProcessEnv, config: Config | undefined): RegistryPool {
+  const named = config ? config.rules.flatMap((r) => [endpoints(r).source.registry, endpoints(r).target.registry]) : undefined;
+  return new RegistryPool({
+    credentials: chainCredentials(secretsManagerCredentials(jsonEnv<Record<string, string>>(env, 'REGISTRY_SECRETS', {})), ecrCredentials()),
+    insecureRegistries: config?.insecureRegistries ?? [],
+    ...(named ? { guard: destinationPolicy({ namedHosts: named }) } : {}),
+  });
+}
+
 export function awsPipelineEnv(env: NodeJS.ProcessEnv = process.env): PipelineEnv {
   if (pipeline) return pipeline;
   const endpoint = (service: string): { endpoint?: string } => {
@@ -59,10 +75,7 @@ export function awsPipelineEnv(env: NodeJS.ProcessEnv = process.env): PipelineEn
   };
   const sqs = new SQSClient({ ...endpoint('SQS') });
   const config = configFromEnv(env);
-  const registries = new RegistryPool({
-    credentials: chainCredentials(secretsManagerCredentials(jsonEnv<Record<string, string>>(env, 'REGISTRY_SECRETS', {})), ecrCredentials()),
-    insecureRegistries: config?.insecureRegistries ?? [],
-  });
+  const registries = awsRegistryPool(env, config);
   const deadLetterUrl = env.WORK_DLQ_URL;
   pipeline = {
     registries,
@@ -95,10 +108,18 @@ export function awsIngressEnv(env: NodeJS.ProcessEnv = process.env): Promise<Ing
     }
     const fanout = new LambdaInvoker(new LambdaClient({}), required(env, 'FANOUT_FUNCTION_NAME'));
     const logger = createLogger({ level: (env.LOG_LEVEL as LogLevel | undefined) ?? 'info' });
+    const submit = (request: ReplicationRequest): Promise<void> => fanout.invokeAsync(serialise(request));
+    const registries = awsRegistryPool(env, config);
     return {
       config,
       secrets,
-      submit: (request) => fanout.invokeAsync(serialise(request)),
+      submit,
+      // The schedule's bulk migration: list, filter, compare, and hand only what differs to fan-out.
+      sync: async (rules) => {
+        const summary = await syncRules(config, { registries, submit, ...(rules ? { rules } : {}), idPrefix: 'schedule' });
+        logger.info('scheduled sync', { copy: summary.copy, present: summary.present, filtered: summary.filtered, failed: summary.failed, failures: summary.items.filter((i) => i.status === 'failed').slice(0, 20) });
+        return { copy: summary.copy, present: summary.present, filtered: summary.filtered, failed: summary.failed };
+      },
       parsers: PARSERS,
       ecrParser: parseEcrEvent,
       logger,
