@@ -9,22 +9,23 @@ import type { PushEvent } from './types.js';
 
 export function eventFields(raw: { registry?: unknown; repository?: unknown; tag?: unknown; digest?: unknown; mediaType?: unknown; id?: unknown }): PushEvent | undefined {
   if (typeof raw.repository !== 'string' || !raw.repository) return undefined;
-  let repository: string;
-  try {
-    // The repository alone (no host): distribution's grammar, lowercase.
-    const parsed = parseRepository(`placeholder.invalid/${raw.repository}`);
-    repository = parsed.repository;
-  } catch {
-    return undefined;
-  }
-  const event: PushEvent = { repository };
+  let registry: string | undefined;
   if (typeof raw.registry === 'string' && raw.registry) {
     try {
-      event.registry = normaliseRegistry(raw.registry);
+      registry = normaliseRegistry(raw.registry);
     } catch {
       return undefined;
     }
   }
+  let repository: string;
+  try {
+    // Distribution's grammar (lowercase components, the 255-character name limit counted with the
+    // host the payload names, or a short one when it names none).
+    repository = parseRepository(`${registry ?? 'x.io'}/${raw.repository}`).repository;
+  } catch {
+    return undefined;
+  }
+  const event: PushEvent = { repository, ...(registry ? { registry } : {}) };
   if (raw.tag !== undefined && raw.tag !== null && raw.tag !== '') {
     if (typeof raw.tag !== 'string' || !isValidTag(raw.tag)) return undefined;
     event.tag = raw.tag;
@@ -34,7 +35,7 @@ export function eventFields(raw: { registry?: unknown; repository?: unknown; tag
     event.digest = raw.digest;
   }
   if (!event.tag && !event.digest) return undefined;
-  if (typeof raw.mediaType === 'string') event.mediaType = raw.mediaType;
+  if (typeof raw.mediaType === 'string' && /^[\w.+-]{1,127}\/[\w.+-]{1,127}$/.test(raw.mediaType)) event.mediaType = raw.mediaType;
   if (typeof raw.id === 'string' && raw.id.length <= 200) event.id = raw.id;
   return event;
 }

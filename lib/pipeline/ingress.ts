@@ -176,7 +176,7 @@ async function accept(events: PushEvent[], ignored: number, env: IngressEnv, opt
 }
 
 /** EventBridge: the schedule (`ocirelay.schedule`) and ECR's "ECR Image Action". */
-export async function handleEventBridge(event: { source?: unknown; 'detail-type'?: unknown; detail?: unknown; id?: unknown }, env: IngressEnv): Promise<Record<string, unknown>> {
+export async function handleEventBridge(event: { source?: unknown; 'detail-type'?: unknown; detail?: unknown; id?: unknown; [key: string]: unknown }, env: IngressEnv): Promise<Record<string, unknown>> {
   if (event.source === 'ocirelay.schedule') {
     const detail = (event.detail ?? {}) as { requests?: unknown[]; rules?: string[] };
     if (Array.isArray(detail.requests)) {

@@ -102,10 +102,13 @@ export function requestsFor(event: PushEvent, config: Config, options: { id: str
     const relative = relativePath(event.repository, ends.source.prefix);
     if (relative === undefined) continue;
     if (!repositoryAllowed(rule, event.repository, relative)) continue;
-    if (event.tag && !tagAllowed(rule, event.tag)) continue;
-    if (!event.tag && rule.tags && (rule.tags.include?.length || rule.tags.semver)) continue; // a digest push cannot pass a tag filter
+    // Mirroring is by tag: a manifest pushed by digest alone (a child of an index, a referrer)
+    // travels with the tagged image it belongs to (referrers: true copies signatures and SBOMs).
+    // Copying it on its own would bypass the rule's platform filter.
+    if (!event.tag) continue;
+    if (!tagAllowed(rule, event.tag)) continue;
     const targetRepository = joinPath(ends.target.prefix, relative);
-    const at = event.tag ? `:${event.tag}` : `@${event.digest}`;
+    const at = `:${event.tag}`;
     out.push({ rule, request: toRequest(rule, { id: `${options.id}#${index}`, source: `${ends.source.registry}/${event.repository}${at}`, target: `${ends.target.registry}/${targetRepository}${at}`, targetRegistry: ends.target.registry, targetRepository, ...(event.tag ? { tag: event.tag } : {}), ...(event.digest ? { digest: event.digest } : {}) }) });
   }
   return out;
