@@ -1,0 +1,108 @@
+/**
+ * The environment variables the construct sets on the functions (and the handlers read). No CDK
+ * imports here, so handlers and tests can use the names without loading aws-cdk-lib.
+ *
+ * | variable                        | ingress | fanout | worker | export |
+ * | ------------------------------- | :-----: | :----: | :----: | :----: |
+ * | OCIRELAY_CONFIG                 |    x    |   x    |   x    |   x    |
+ * | REGISTRY_SECRETS                |    x    |   x    |   x    |   x    |
+ * | ECR_CREATE_REPOSITORIES         |    x    |   x    |   x    |   x    |
+ * | LOG_LEVEL, METRICS_NAMESPACE    |    x    |   x    |   x    |   x    |
+ * | FANOUT_FUNCTION_NAME            |    x    |   x    |   x    |   x    |
+ * | WORK_QUEUE_URL                  |         |   x    |   x    |   x    |
+ * | EXPORT_QUEUE_URL                |         |   x    |   x    |   x    |
+ * | WORK_DLQ_URL                    |         |        | work   | export |
+ * | WORKER_TIME_BUDGET_MARGIN_MS    |         |        |   x    |   x    |
+ * | EXPORT_BUCKET                   |         |   x    |   x    |   x    |
+ *
+ * The pipeline functions share one environment loader (lib/aws/env.ts `awsPipelineEnv`), which
+ * requires the queue URLs and the fan-out function name in each of them, so every pipeline
+ * function gets them; permissions do not follow the variables: export may not send to the work
+ * queue. WORK_DLQ_URL is "the dead-letter queue of the
+ * queue this function consumes" (invalid and permanently failed messages go there at once): the
+ * work DLQ for the worker, the export DLQ for export.
+ */
+import type { FunctionName } from './bundling.js';
+
+export const ENV = {
+  /** JSON: `{ rules, webhooks, insecureRegistries }` (lib/rules/config.ts), validated at synth and at cold start. */
+  config: 'OCIRELAY_CONFIG',
+  /** JSON: registry host -> Secrets Manager secret ARN or name. */
+  registrySecrets: 'REGISTRY_SECRETS',
+  /** 'true' | 'false': create a missing ECR target repository before pushing. */
+  ecrCreateRepositories: 'ECR_CREATE_REPOSITORIES',
+  /** 'debug' | 'info' | 'warn' | 'error' */
+  logLevel: 'LOG_LEVEL',
+  /** CloudWatch namespace of the embedded metrics. */
+  metricsNamespace: 'METRICS_NAMESPACE',
+  /** Name of the fan-out function (ingress invokes it asynchronously). */
+  fanoutFunctionName: 'FANOUT_FUNCTION_NAME',
+  /** The consumed queue's dead-letter queue (worker: work DLQ; export: export DLQ). */
+  deadLetterQueueUrl: 'WORK_DLQ_URL',
+  /** Image, blob and commit tasks. */
+  workQueueUrl: 'WORK_QUEUE_URL',
+  /** Export tasks. */
+  exportQueueUrl: 'EXPORT_QUEUE_URL',
+  /** Milliseconds before the invocation's deadline at which a worker stops and hands the rest of a blob to a follow-up task. */
+  workerTimeBudgetMarginMs: 'WORKER_TIME_BUDGET_MARGIN_MS',
+  /** The construct's export bucket (archives go where each rule's `export.to` says). */
+  exportBucket: 'EXPORT_BUCKET',
+} as const;
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+/** What the environments are made of (CloudFormation tokens in the construct, placeholders in tests). */
+export interface EnvironmentInputs {
+  /** The configuration, as JSON. */
+  readonly config: string;
+  /** registry host -> secret ARN or name. */
+  readonly registrySecrets: Readonly<Record<string, string>>;
+  readonly ecrCreateRepositories: boolean;
+  readonly logLevel: LogLevel;
+  readonly metricsNamespace: string;
+  readonly fanoutFunctionName: string;
+  readonly workQueueUrl: string;
+  readonly exportQueueUrl: string;
+  readonly workDeadLetterQueueUrl: string;
+  readonly exportDeadLetterQueueUrl: string;
+  readonly exportBucket: string;
+  readonly workerTimeBudgetMarginMs: number;
+  readonly exportTimeBudgetMarginMs: number;
+}
+
+/** The environment of one function: the table above, in code. */
+export function functionEnvironment(fn: FunctionName, inputs: EnvironmentInputs): Record<string, string> {
+  const common: Record<string, string> = {
+    [ENV.config]: inputs.config,
+    [ENV.registrySecrets]: JSON.stringify(inputs.registrySecrets),
+    [ENV.ecrCreateRepositories]: String(inputs.ecrCreateRepositories),
+    [ENV.logLevel]: inputs.logLevel,
+    [ENV.metricsNamespace]: inputs.metricsNamespace,
+    [ENV.fanoutFunctionName]: inputs.fanoutFunctionName,
+    // Stack traces through the bundle's source map name TypeScript files and lines.
+    NODE_OPTIONS: '--enable-source-maps',
+  };
+  if (fn === 'ingress') return common;
+  const pipeline: Record<string, string> = {
+    ...common,
+    [ENV.workQueueUrl]: inputs.workQueueUrl,
+    [ENV.exportQueueUrl]: inputs.exportQueueUrl,
+    [ENV.exportBucket]: inputs.exportBucket,
+  };
+  switch (fn) {
+    case 'fanout':
+      return pipeline;
+    case 'worker':
+      return {
+        ...pipeline,
+        [ENV.deadLetterQueueUrl]: inputs.workDeadLetterQueueUrl,
+        [ENV.workerTimeBudgetMarginMs]: String(inputs.workerTimeBudgetMarginMs),
+      };
+    case 'export':
+      return {
+        ...pipeline,
+        [ENV.deadLetterQueueUrl]: inputs.exportDeadLetterQueueUrl,
+        [ENV.workerTimeBudgetMarginMs]: String(inputs.exportTimeBudgetMarginMs),
+      };
+  }
+}

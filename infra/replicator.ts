@@ -1,0 +1,527 @@
+/**
+ * `OciReplicator`: the whole serverless pipeline as one construct, for this repository's stack
+ * (infra/stack.ts) or any other CDK app.
+ *
+ * ```
+ *  function URL (webhooks) ─┐                          ┌──> work queue ──> worker ──┐ (follow-ups,
+ *  schedule rule ───────────┼─> ingress ─async invoke─> fan-out                     │  commits, exports)
+ *  ECR push rule ───────────┘        (retries 2)      └──> export queue ─> export ─> S3
+ *          └─ undeliverable ─> failed-requests queue <─ failed after retries ┘
+ * ```
+ *
+ * Security model, in short:
+ * - The ingress function URL has auth type NONE because registries' webhooks cannot sign AWS
+ *   SigV4 requests. Every request is authenticated in code before anything else is done (the
+ *   webhook's bearer token or HMAC secret from the configuration, see lib/pipeline/ingress.ts),
+ *   and registry hosts come from the matching rule, never from the payload. Ingress may do
+ *   nothing but invoke fan-out and read the webhook secrets the configuration names. Set
+ *   `ingress.reservedConcurrentExecutions` to cap what the public URL can cost.
+ * - IAM is least privilege: grants on the construct's own queues, bucket and functions; Secrets
+ *   Manager reads only on the configured secrets; ECR actions only on the configured repository
+ *   ARNs. The one statement with resource `*` is `ecr:GetAuthorizationToken`, which AWS defines
+ *   at the account level (the action has no resource type); the token it returns is only usable
+ *   for what the repository-scoped statements allow.
+ * - No AWSLambdaBasicExecutionRole: each function may write only to its own log group.
+ */
+import { ArnFormat, Annotations, Duration, Names, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as kms from 'aws-cdk-lib/aws-kms';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as destinations from 'aws-cdk-lib/aws-lambda-destinations';
+import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import type * as sns from 'aws-cdk-lib/aws-sns';
+import { Construct } from 'constructs';
+import type { z } from 'zod';
+import { parseConfig, type Config, type ConfigSchema, type SecretRef } from '../lib/rules/config.js';
+import type { FunctionName } from './bundling.js';
+import { functionEnvironment, type LogLevel } from './environment.js';
+import { ExportBucket } from './export-bucket.js';
+import { ReplicatorFunction } from './replicator-function.js';
+import { DeadLetterQueue, SQS_CLASSIC_MAX_MESSAGE_BYTES, TaskQueue } from './task-queue.js';
+
+/**
+ * The replication configuration: `{ rules, webhooks, insecureRegistries }`, lib's schema
+ * (lib/rules/config.ts). Validated at synth (a bad rule fails `cdk synth` with the field named)
+ * and handed to every function as JSON in OCIRELAY_CONFIG. Webhook tokens and secrets should be
+ * `{ secretsManager: ARN }`: ingress is granted exactly those secrets; an inline string would sit
+ * in the template and the function's environment, and `{ env: NAME }` has no variable in Lambda
+ * (synth warns about both).
+ */
+export type OciRelayConfig = z.input<typeof ConfigSchema>;
+
+/** Memory and timeout of one function. */
+export interface FunctionSizing {
+  /** MB; CPU is proportional (1769 MB = one vCPU). */
+  readonly memorySize?: number;
+  readonly timeout?: Duration;
+}
+
+/** A function that consumes a queue. */
+export interface QueueConsumerOptions extends FunctionSizing {
+  /** Messages per invocation (1-10). */
+  readonly batchSize?: number;
+  /** Most concurrent invocations the event source mapping runs (2-1000). */
+  readonly maxConcurrency?: number;
+  /** @default - none: a batch is passed on as soon as there are messages */
+  readonly maxBatchingWindow?: Duration;
+  /** Receives before a message is moved to the dead-letter queue. */
+  readonly maxReceiveCount?: number;
+  /** Stop starting new work this long before the invocation's deadline (large blobs continue in a follow-up task). */
+  readonly timeBudgetMargin?: Duration;
+}
+
+export interface OciReplicatorProps {
+  /** Rules, webhooks, insecure registries (lib's schema). Required: without rules nothing is replicated. */
+  readonly config: OciRelayConfig;
+  /**
+   * Credentials of the registries that need them: registry host -> Secrets Manager secret (a
+   * complete secret ARN, or a secret name in this stack's account and region). Fan-out, worker
+   * and export may read exactly these secrets.
+   * @default {} (anonymous pulls; ECR through the functions' own IAM permissions)
+   */
+  readonly registrySecrets?: Readonly<Record<string, string>>;
+  /** Customer-managed KMS keys the registry or webhook secrets are encrypted with (kms:Decrypt is granted). @default [] */
+  readonly secretKeys?: readonly kms.IKey[];
+  /**
+   * ECR repositories ocirelay may read and push, as ARNs (wildcards allowed).
+   * @default ['arn:aws:ecr:REGION:ACCOUNT:repository/*'] (this stack's account and region)
+   */
+  readonly ecrRepositoryArns?: readonly string[];
+  /** Create a missing ECR target repository (fan-out gets ecr:DescribeRepositories and ecr:CreateRepository on `ecrRepositoryArns`). @default false */
+  readonly ecrCreateRepositories?: boolean;
+  /**
+   * EventBridge schedule expression of the scheduled sync of the configured rules (bulk
+   * migrations), or null for none.
+   * @default OCI_REPLICATOR_DEFAULTS.schedule ('rate(1 hour)')
+   */
+  readonly schedule?: string | null;
+  /** React to ECR "ECR Image Action" PUSH/SUCCESS events of this account and region. @default true */
+  readonly ecrPushEvents?: boolean;
+
+  /** @default OCI_REPLICATOR_DEFAULTS.ingress (512 MB, 5 min: webhooks answer in well under a second; the scheduled sync lists and compares whole registries) */
+  readonly ingress?: FunctionSizing & {
+    /** Caps the concurrency (and cost) the public function URL can cause. @default - unreserved */
+    readonly reservedConcurrentExecutions?: number;
+  };
+  /** @default OCI_REPLICATOR_DEFAULTS.fanout (1024 MB, 2 min; asynchronous invocations retried twice, kept at most 1 hour) */
+  readonly fanout?: FunctionSizing & {
+    /** Lambda's retries of a failed asynchronous invocation (0-2) before the failed-requests queue. */
+    readonly retryAttempts?: number;
+    /** How long an asynchronous invocation may wait to run (1 min - 6 h). */
+    readonly maxEventAge?: Duration;
+  };
+  /** @default OCI_REPLICATOR_DEFAULTS.worker (1769 MB, 15 min, batches of 4, 50 concurrent, 10 receives, 30 s margin) */
+  readonly worker?: QueueConsumerOptions;
+  /** @default OCI_REPLICATOR_DEFAULTS.export (1769 MB, 15 min, batches of 1, 5 concurrent, 3 receives, 30 s margin) */
+  readonly export?: QueueConsumerOptions;
+
+  /**
+   * MaximumMessageSize of the work and export queues, in bytes (1024-262144).
+   * @default OCI_REPLICATOR_DEFAULTS.maxMessageSizeBytes (262144)
+   */
+  readonly maxMessageSizeBytes?: number;
+
+  /**
+   * An existing bucket for the archives instead of a new one (its settings are then yours).
+   * Buckets named in rules' `export.to` are granted as well, by name.
+   * @default - a new bucket
+   */
+  readonly exportBucket?: s3.IBucket;
+  /** Physical name of the new export bucket, so that rules can name it in `export.to`. @default - generated */
+  readonly exportBucketName?: string;
+  /** Encrypt the new export bucket with this KMS key. @default - S3-managed encryption (SSE-S3) */
+  readonly exportBucketKey?: kms.IKey;
+  /** Days after which exported archives are deleted from the new bucket. @default 30 */
+  readonly exportRetentionDays?: number;
+  /** @default RemovalPolicy.RETAIN (archives outlive the stack) */
+  readonly exportBucketRemovalPolicy?: RemovalPolicy;
+
+  /** @default logs.RetentionDays.ONE_MONTH */
+  readonly logRetention?: logs.RetentionDays;
+  /** @default 'info' */
+  readonly logLevel?: LogLevel;
+  /** CloudWatch namespace of the functions' embedded metrics. @default 'OciRelay' */
+  readonly metricsNamespace?: string;
+  /** Alarm when the oldest message of the work or export queue is this old. @default Duration.hours(1) */
+  readonly oldestMessageAgeAlarm?: Duration;
+  /** Where alarms notify. @default - alarms without actions */
+  readonly alarmTopic?: sns.ITopic;
+}
+
+/**
+ * Every default, by name.
+ *
+ * Sizing: ingress authenticates, matches rules and invokes fan-out (512 MB for a quick cold
+ * start); its 5 minutes are for the scheduled sync, which lists and compares whole registries. Fan-out reads an index and its manifests and enqueues tasks (2 min). Worker and
+ * export stream blobs: one vCPU (1769 MB) hashes and forwards several streams at network speed,
+ * and the 15-minute maximum lets an ECR target (monolithic PUT: no chunked upload to continue
+ * from) take a large layer in one invocation.
+ *
+ * Concurrency: a worker batch of 4 matches the handler's 4 records at a time (one invocation
+ * overlaps a few network-bound transfers, and what a timeout costs stays small); 50 concurrent
+ * workers is a pull rate most registries tolerate (Docker Hub and GHCR throttle well below what
+ * 1000 would do) and leaves most of an account's default 1000 Lambda concurrency alone. An export
+ * streams a whole image for minutes and runs one record at a time: batches of 1, 5 at a time.
+ *
+ * Redrive: commit tasks wait for their blobs by being made visible again later (the barrier:
+ * ChangeMessageVisibility with a growing backoff), and transient registry errors are retried the
+ * same way, so the work queue allows 10 receives before the dead-letter queue; an export that
+ * failed three times will not succeed the fourth. Invalid and permanently failed messages skip
+ * the retries: the handlers send them to the dead-letter queue at once (WORK_DLQ_URL).
+ */
+export const OCI_REPLICATOR_DEFAULTS = {
+  schedule: 'rate(1 hour)',
+  ecrPushEvents: true,
+  ecrCreateRepositories: false,
+  ingress: { memorySize: 512, timeout: Duration.minutes(5) },
+  fanout: { memorySize: 1024, timeout: Duration.minutes(2), retryAttempts: 2, maxEventAge: Duration.hours(1) },
+  worker: {
+    memorySize: 1769,
+    timeout: Duration.minutes(15),
+    batchSize: 4,
+    maxConcurrency: 50,
+    maxReceiveCount: 10,
+    timeBudgetMargin: Duration.seconds(30),
+  },
+  export: {
+    memorySize: 1769,
+    timeout: Duration.minutes(15),
+    batchSize: 1,
+    maxConcurrency: 5,
+    maxReceiveCount: 3,
+    timeBudgetMargin: Duration.seconds(30),
+  },
+  /**
+   * The work and export queues take SQS's classic maximum (256 KiB). The task protocol keeps
+   * every message far below it (lib/pipeline/messages.ts caps them at 64 KiB and carries
+   * manifests by digest), so an oversized message meets the protocol's own check, with its clear
+   * error, first; the queue limit is the backstop, with room for attributes. (SQS now accepts up
+   * to 1 MiB, but Lambda's asynchronous payloads and the failed-requests records stay at 256 KiB,
+   * and small messages keep a batch of 10 far from Lambda's 6 MB invocation payload.)
+   */
+  maxMessageSizeBytes: SQS_CLASSIC_MAX_MESSAGE_BYTES,
+  exportRetentionDays: 30,
+  exportBucketRemovalPolicy: RemovalPolicy.RETAIN,
+  logRetention: logs.RetentionDays.ONE_MONTH,
+  logLevel: 'info' as LogLevel,
+  metricsNamespace: 'OciRelay',
+  oldestMessageAgeAlarm: Duration.hours(1),
+} as const;
+
+/** What the schedule rule sends to ingress. */
+export const SCHEDULED_SYNC_EVENT = { source: 'ocirelay.schedule', 'detail-type': 'Scheduled Sync', detail: {} } as const;
+
+/** ECR actions that read a repository (pull, tag list). */
+export const ECR_PULL_ACTIONS = ['ecr:BatchCheckLayerAvailability', 'ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer', 'ecr:ListImages'] as const;
+
+/** ECR actions that push to a repository. */
+export const ECR_PUSH_ACTIONS = ['ecr:InitiateLayerUpload', 'ecr:UploadLayerPart', 'ecr:CompleteLayerUpload', 'ecr:PutImage'] as const;
+
+/** ECR actions of `ensureRepository` (describe, create when missing). */
+export const ECR_CREATE_ACTIONS = ['ecr:DescribeRepositories', 'ecr:CreateRepository'] as const;
+
+/**
+ * The pipeline as one construct. Who may do what (everything else is denied):
+ *
+ * - ingress: invoke fan-out; read the webhook secrets the configuration names.
+ * - fan-out: send to the work and export queues; invoke itself (referrers become sub-requests);
+ *   its failed invocations go to the failed-requests queue; ECR pull and push (the blobs it
+ *   generates, e.g. a converted schema-1 config) and, with `ecrCreateRepositories`, describe and
+ *   create repositories; read the registry secrets.
+ * - worker: consume the work queue (and change visibility: barrier backoff); send to the work,
+ *   export and work dead-letter queues; ECR pull and push; read the registry secrets.
+ * - export: consume the export queue; send to its dead-letter queue; write and read the export
+ *   bucket(s); ECR pull; read the registry secrets.
+ */
+export class OciReplicator extends Construct {
+  readonly ingress: ReplicatorFunction;
+  readonly fanout: ReplicatorFunction;
+  readonly worker: ReplicatorFunction;
+  readonly exporter: ReplicatorFunction;
+  readonly workQueue: TaskQueue;
+  readonly exportQueue: TaskQueue;
+  /** Fan-out invocations that failed after Lambda's retries, and events EventBridge could not deliver. */
+  readonly failedRequests: DeadLetterQueue;
+  readonly exportBucket: s3.IBucket;
+  readonly functionUrl: lambda.FunctionUrl;
+  readonly scheduleRule?: events.Rule;
+  readonly ecrPushRule?: events.Rule;
+  /** The configuration as lib parsed it at synth. */
+  readonly config: Config;
+
+  constructor(scope: Construct, id: string, props: OciReplicatorProps) {
+    super(scope, id);
+    const D = OCI_REPLICATOR_DEFAULTS;
+    const stack = Stack.of(this);
+
+    const ingressOpts = withDefaults(D.ingress, props.ingress);
+    const fanoutOpts = withDefaults(D.fanout, props.fanout);
+    const workerOpts = withDefaults(D.worker, props.worker);
+    const exportOpts = withDefaults(D.export, props.export);
+    const maxMessageSizeBytes = props.maxMessageSizeBytes ?? D.maxMessageSizeBytes;
+    const logRetention = props.logRetention ?? D.logRetention;
+    const oldestMessageAgeAlarm = props.oldestMessageAgeAlarm ?? D.oldestMessageAgeAlarm;
+    const ecrCreateRepositories = props.ecrCreateRepositories ?? D.ecrCreateRepositories;
+    const registrySecrets = props.registrySecrets ?? {};
+    const schedule = props.schedule === undefined ? D.schedule : props.schedule;
+    const alarmTopic = props.alarmTopic ? { alarmTopic: props.alarmTopic } : {};
+
+    // Check what can be checked now rather than at deploy time or at the first event.
+    try {
+      this.config = parseConfig(JSON.stringify(props.config), 'config');
+    } catch (err) {
+      throw new Error(`${this.node.path}: ${(err as Error).message}`);
+    }
+    this.check(Number.isInteger(maxMessageSizeBytes) && maxMessageSizeBytes >= 1024 && maxMessageSizeBytes <= SQS_CLASSIC_MAX_MESSAGE_BYTES,
+      `maxMessageSizeBytes must be an integer from 1024 to ${SQS_CLASSIC_MAX_MESSAGE_BYTES} (got ${maxMessageSizeBytes})`);
+    for (const [name, opts] of [['worker', workerOpts], ['export', exportOpts]] as const) {
+      this.check(Number.isInteger(opts.batchSize) && opts.batchSize >= 1 && opts.batchSize <= 10, `${name}.batchSize must be from 1 to 10 (got ${opts.batchSize})`);
+      this.check(Number.isInteger(opts.maxConcurrency) && opts.maxConcurrency >= 2 && opts.maxConcurrency <= 1000,
+        `${name}.maxConcurrency must be from 2 to 1000 (got ${opts.maxConcurrency})`);
+      this.check(opts.timeBudgetMargin.toMilliseconds() < opts.timeout.toMilliseconds(), `${name}.timeBudgetMargin must be shorter than ${name}.timeout`);
+    }
+    this.check(Number.isInteger(fanoutOpts.retryAttempts) && fanoutOpts.retryAttempts >= 0 && fanoutOpts.retryAttempts <= 2,
+      `fanout.retryAttempts must be 0, 1 or 2 (got ${fanoutOpts.retryAttempts})`);
+    this.check(schedule === null || /^(rate|cron)\(.+\)$/.test(schedule), `schedule must be a rate(...) or cron(...) expression, or null (got ${String(schedule)})`);
+    for (const [host, secret] of Object.entries(registrySecrets)) {
+      this.check(host.length > 0 && secret.length > 0, `registrySecrets: empty host or secret (${JSON.stringify(host)})`);
+    }
+    const webhookSecrets = this.webhookSecretIds();
+    const ruleBuckets = this.ruleExportBuckets();
+
+    // Queues.
+    this.failedRequests = new DeadLetterQueue(this, 'FailedRequests', {
+      purpose: 'replication requests fan-out failed on after its retries, and events EventBridge could not deliver to ingress',
+      // Lambda's on-failure records carry the whole request payload (up to 256 KiB) plus context.
+      maxMessageSizeBytes: SQS_CLASSIC_MAX_MESSAGE_BYTES,
+      ...alarmTopic,
+    });
+    this.workQueue = new TaskQueue(this, 'WorkQueue', {
+      purpose: 'image, blob and commit tasks',
+      consumerTimeout: workerOpts.timeout,
+      ...(workerOpts.maxBatchingWindow ? { maxBatchingWindow: workerOpts.maxBatchingWindow } : {}),
+      maxReceiveCount: workerOpts.maxReceiveCount,
+      maxMessageSizeBytes,
+      oldestMessageAgeAlarm,
+      ...alarmTopic,
+    });
+    this.exportQueue = new TaskQueue(this, 'ExportQueue', {
+      purpose: 'export tasks',
+      consumerTimeout: exportOpts.timeout,
+      ...(exportOpts.maxBatchingWindow ? { maxBatchingWindow: exportOpts.maxBatchingWindow } : {}),
+      maxReceiveCount: exportOpts.maxReceiveCount,
+      maxMessageSizeBytes,
+      oldestMessageAgeAlarm,
+      ...alarmTopic,
+    });
+
+    // Bucket.
+    this.exportBucket =
+      props.exportBucket ??
+      new ExportBucket(this, 'Exports', {
+        retentionDays: props.exportRetentionDays ?? D.exportRetentionDays,
+        removalPolicy: props.exportBucketRemovalPolicy ?? D.exportBucketRemovalPolicy,
+        ...(props.exportBucketKey ? { encryptionKey: props.exportBucketKey } : {}),
+        ...(props.exportBucketName ? { bucketName: props.exportBucketName } : {}),
+      }).bucket;
+
+    // Functions. Fan-out has a fixed name: it invokes itself (referrers become sub-requests) and
+    // every pipeline function's environment names it, which a generated name would make a
+    // circular reference.
+    const fanoutName = Names.uniqueResourceName(this, { maxLength: 57, separator: '-' }) + '-fanout';
+    const fanoutArn = stack.formatArn({ service: 'lambda', resource: 'function', resourceName: fanoutName, arnFormat: ArnFormat.COLON_RESOURCE_NAME });
+    const environment = (fn: FunctionName) =>
+      functionEnvironment(fn, {
+        config: JSON.stringify(props.config),
+        registrySecrets,
+        ecrCreateRepositories,
+        logLevel: props.logLevel ?? D.logLevel,
+        metricsNamespace: props.metricsNamespace ?? D.metricsNamespace,
+        fanoutFunctionName: fanoutName,
+        workQueueUrl: this.workQueue.queue.queueUrl,
+        exportQueueUrl: this.exportQueue.queue.queueUrl,
+        workDeadLetterQueueUrl: this.workQueue.deadLetters.queue.queueUrl,
+        exportDeadLetterQueueUrl: this.exportQueue.deadLetters.queue.queueUrl,
+        exportBucket: this.exportBucket.bucketName,
+        workerTimeBudgetMarginMs: workerOpts.timeBudgetMargin.toMilliseconds(),
+        exportTimeBudgetMarginMs: exportOpts.timeBudgetMargin.toMilliseconds(),
+      });
+
+    this.ingress = new ReplicatorFunction(this, 'Ingress', {
+      name: 'ingress',
+      description: 'ocirelay ingress: authenticates webhooks and events, maps them to replication requests',
+      memorySize: ingressOpts.memorySize,
+      timeout: ingressOpts.timeout,
+      logRetention,
+      environment: environment('ingress'),
+      ...(props.ingress?.reservedConcurrentExecutions === undefined ? {} : { reservedConcurrentExecutions: props.ingress.reservedConcurrentExecutions }),
+    });
+    this.fanout = new ReplicatorFunction(this, 'Fanout', {
+      name: 'fanout',
+      description: 'ocirelay fan-out: reads the source index, plans, enqueues image, blob, commit and export tasks',
+      functionName: fanoutName,
+      memorySize: fanoutOpts.memorySize,
+      timeout: fanoutOpts.timeout,
+      logRetention,
+      environment: environment('fanout'),
+    });
+    this.worker = new ReplicatorFunction(this, 'Worker', {
+      name: 'worker',
+      description: 'ocirelay worker: copies blobs, commits manifests, indexes and tags once their content is there',
+      memorySize: workerOpts.memorySize,
+      timeout: workerOpts.timeout,
+      logRetention,
+      environment: environment('worker'),
+    });
+    this.exporter = new ReplicatorFunction(this, 'Export', {
+      name: 'export',
+      description: 'ocirelay export: streams the layers of an image into a tar archive in S3',
+      memorySize: exportOpts.memorySize,
+      timeout: exportOpts.timeout,
+      logRetention,
+      environment: environment('export'),
+    });
+
+    // Ingress: the public webhook endpoint, authenticated in code (see the module comment); it
+    // hands each request to fan-out with an asynchronous invoke, retried by Lambda, then parked.
+    this.functionUrl = this.ingress.function.addFunctionUrl({ authType: lambda.FunctionUrlAuthType.NONE, invokeMode: lambda.InvokeMode.BUFFERED });
+    const invokeFanout = new iam.PolicyStatement({ sid: 'InvokeFanout', actions: ['lambda:InvokeFunction'], resources: [fanoutArn] });
+    this.ingress.role.addToPrincipalPolicy(invokeFanout);
+    this.fanout.role.addToPrincipalPolicy(invokeFanout);
+    this.fanout.function.configureAsyncInvoke({
+      retryAttempts: fanoutOpts.retryAttempts,
+      maxEventAge: fanoutOpts.maxEventAge,
+      onFailure: new destinations.SqsDestination(this.failedRequests.queue),
+    });
+
+    // Queues: fan-out enqueues; the worker enqueues follow-ups and exports and delays barrier
+    // tasks (sqs:ChangeMessageVisibility, part of grantConsumeMessages); both consumers send what
+    // cannot succeed to their dead-letter queue at once.
+    this.workQueue.queue.grantSendMessages(this.fanout.role);
+    this.exportQueue.queue.grantSendMessages(this.fanout.role);
+    this.workQueue.queue.grantConsumeMessages(this.worker.role);
+    this.workQueue.queue.grantSendMessages(this.worker.role);
+    this.exportQueue.queue.grantSendMessages(this.worker.role);
+    this.workQueue.deadLetters.queue.grantSendMessages(this.worker.role);
+    this.exportQueue.queue.grantConsumeMessages(this.exporter.role);
+    this.exportQueue.deadLetters.queue.grantSendMessages(this.exporter.role);
+
+    // Archives: written (multipart included) and read (is it there already?) by export only.
+    const exportBuckets = [this.exportBucket, ...ruleBuckets.filter((name) => name !== props.exportBucketName && name !== props.exportBucket?.bucketName).map((name, i) => s3.Bucket.fromBucketName(this, `RuleBucket${i}`, name))];
+    for (const bucket of exportBuckets) {
+      bucket.grantPut(this.exporter.role);
+      bucket.grantRead(this.exporter.role);
+    }
+
+    for (const [fn, opts] of [[this.worker, workerOpts], [this.exporter, exportOpts]] as const) {
+      fn.function.addEventSource(
+        new SqsEventSource(fn === this.worker ? this.workQueue.queue : this.exportQueue.queue, {
+          batchSize: opts.batchSize,
+          maxConcurrency: opts.maxConcurrency,
+          reportBatchItemFailures: true,
+          ...(opts.maxBatchingWindow ? { maxBatchingWindow: opts.maxBatchingWindow } : {}),
+        }),
+      );
+    }
+
+    // Registries: fan-out reads sources and targets and pushes the blobs it generates (a
+    // converted schema-1 config) and creates missing repositories; the worker reads and pushes;
+    // export reads; ingress reads (the scheduled sync lists catalogs and tags and compares digests).
+    const repositoryArns = props.ecrRepositoryArns?.length ? [...props.ecrRepositoryArns] : [stack.formatArn({ service: 'ecr', resource: 'repository', resourceName: '*' })];
+    const registrySecretArns = [...new Set(Object.values(registrySecrets).map((s) => this.secretArn(s)))];
+    for (const fn of [this.ingress, this.fanout, this.worker, this.exporter]) {
+      if (registrySecretArns.length) this.grantSecrets(fn, 'ReadRegistrySecrets', registrySecretArns, props.secretKeys);
+      // Account-level by AWS's design: GetAuthorizationToken has no resource type.
+      fn.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'EcrAuthorizationToken', actions: ['ecr:GetAuthorizationToken'], resources: ['*'] }));
+      fn.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'EcrPull', actions: [...ECR_PULL_ACTIONS], resources: repositoryArns }));
+    }
+    for (const fn of [this.fanout, this.worker]) {
+      fn.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'EcrPush', actions: [...ECR_PUSH_ACTIONS], resources: repositoryArns }));
+    }
+    if (ecrCreateRepositories) {
+      this.fanout.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'EcrCreateRepository', actions: [...ECR_CREATE_ACTIONS], resources: repositoryArns }));
+    }
+    if (webhookSecrets.length) this.grantSecrets(this.ingress, 'ReadWebhookSecrets', webhookSecrets.map((s) => this.secretArn(s)), props.secretKeys);
+
+    // Events into ingress; what EventBridge cannot deliver goes to the failed-requests queue too.
+    const ingressTarget = (event?: events.RuleTargetInput) =>
+      new targets.LambdaFunction(this.ingress.function, {
+        ...(event ? { event } : {}),
+        retryAttempts: 2,
+        maxEventAge: Duration.hours(2),
+        deadLetterQueue: this.failedRequests.queue,
+      });
+    if (schedule !== null) {
+      this.scheduleRule = new events.Rule(this, 'ScheduledSync', {
+        description: 'ocirelay: scheduled sync of the configured rules',
+        schedule: events.Schedule.expression(schedule),
+        targets: [ingressTarget(events.RuleTargetInput.fromObject(SCHEDULED_SYNC_EVENT))],
+      });
+    }
+    if (props.ecrPushEvents ?? D.ecrPushEvents) {
+      this.ecrPushRule = new events.Rule(this, 'EcrPush', {
+        description: 'ocirelay: images pushed to ECR in this account and region',
+        eventPattern: { source: ['aws.ecr'], detailType: ['ECR Image Action'], detail: { 'action-type': ['PUSH'], result: ['SUCCESS'] } },
+        targets: [ingressTarget()],
+      });
+    }
+  }
+
+  /** A secret's ARN for IAM: a complete ARN as given, a name as `name-??????` (Secrets Manager's random suffix). */
+  private secretArn(secret: string): string {
+    if (secret.startsWith('arn:')) return secret;
+    return Stack.of(this).formatArn({ service: 'secretsmanager', resource: 'secret', resourceName: `${secret}-??????`, arnFormat: ArnFormat.COLON_RESOURCE_NAME });
+  }
+
+  private grantSecrets(fn: ReplicatorFunction, sid: string, arns: string[], keys: readonly kms.IKey[] | undefined): void {
+    fn.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid, actions: ['secretsmanager:GetSecretValue'], resources: [...new Set(arns)] }));
+    for (const key of keys ?? []) key.grantDecrypt(fn.role);
+  }
+
+  /** The Secrets Manager secrets the webhooks name; warns about secrets that will not work or leak in Lambda. */
+  private webhookSecretIds(): string[] {
+    const ids: string[] = [];
+    for (const hook of this.config.webhooks) {
+      for (const [field, ref] of [['token', hook.token], ['secret', hook.secret]] as Array<[string, SecretRef | undefined]>) {
+        if (ref === undefined) continue;
+        if (typeof ref === 'string') {
+          Annotations.of(this).addWarningV2('ocirelay:inlineWebhookSecret',
+            `webhook ${hook.path}: the ${field} is written inline, so it is in the template and in every function's environment; use { secretsManager: ARN }`);
+        } else if ('env' in ref) {
+          Annotations.of(this).addWarningV2('ocirelay:envWebhookSecret',
+            `webhook ${hook.path}: the ${field} refers to environment variable ${ref.env}, which the construct does not set; use { secretsManager: ARN }`);
+        } else {
+          ids.push(ref.secretsManager);
+        }
+      }
+    }
+    return [...new Set(ids)];
+  }
+
+  /** Buckets the rules export to (`export.to: s3://BUCKET/...`). */
+  private ruleExportBuckets(): string[] {
+    const names = new Set<string>();
+    for (const rule of this.config.rules) {
+      if (!rule.export) continue;
+      const bucket = /^s3:\/\/([^/]+)\//.exec(rule.export.to)?.[1] ?? '';
+      this.check(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket), `rule ${rule.name ?? rule.from}: export.to must name a bucket literally (got ${JSON.stringify(bucket)})`);
+      names.add(bucket);
+    }
+    return [...names];
+  }
+
+  private check(condition: boolean, message: string): asserts condition {
+    if (!condition) throw new Error(`${this.node.path}: ${message}`);
+  }
+}
+
+/** `defaults` overridden by the options that are set (an option given as undefined keeps its default). */
+function withDefaults<T extends object, O extends object>(defaults: T, options: O | undefined): T & O {
+  const out = { ...defaults } as Record<string, unknown>;
+  for (const [key, value] of Object.entries(options ?? {})) if (value !== undefined) out[key] = value;
+  return out as T & O;
+}

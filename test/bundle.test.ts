@@ -1,0 +1,164 @@
+// Bundles every Lambda function with esbuild, with the options the CDK construct uses
+// (infra/bundling.ts), then imports each bundle in a fresh `node` process, as Lambda would: it
+// must load, export `handler`, leave out the AWS SDK and stay within its size budget.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { builtinModules } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
+import { after, before, describe, test } from 'node:test';
+import { build, type Metafile } from 'esbuild';
+import {
+  BUNDLE_BUDGET_BYTES,
+  BUNDLE_FILE,
+  ESBUILD_OPTIONS,
+  FUNCTION_NAMES,
+  PROJECT_ROOT,
+  entryOf,
+  type FunctionName,
+} from '../infra/bundling.js';
+import { functionEnvironment } from '../infra/environment.js';
+import { EXAMPLE_TARGET_REGISTRY, exampleConfig } from '../infra/example-config.js';
+
+const run = promisify(execFile);
+
+/**
+ * The bundles are written inside the project's node_modules (ignored by git) so that the AWS SDK,
+ * external to the bundle as in Lambda (where the runtime provides it), resolves from the
+ * project's node_modules by ordinary ES module resolution, which walks up from the importing
+ * file. (NODE_PATH does not apply to ES modules, and a bundle in /tmp would find no SDK.)
+ */
+const root = join(PROJECT_ROOT, 'node_modules', '.cache', 'ocirelay-bundle-test', `${process.pid}-${Date.now()}`);
+
+/** What Lambda sets in every function's environment (the parts a module could look at on load). */
+const lambdaBasics = (name: FunctionName): Record<string, string> => ({
+  PATH: process.env.PATH ?? '/usr/bin:/bin',
+  LANG: 'en_US.UTF-8',
+  TZ: ':UTC',
+  AWS_REGION: 'eu-west-1',
+  AWS_DEFAULT_REGION: 'eu-west-1',
+  AWS_LAMBDA_FUNCTION_NAME: `OciRelay-${name}`,
+  AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '1769',
+  AWS_LAMBDA_FUNCTION_VERSION: '$LATEST',
+  // Never reached (no request leaves the process), but the SDK must not go looking for any.
+  AWS_ACCESS_KEY_ID: 'AKIAOCIRELAYBUNDLETEST',
+  AWS_SECRET_ACCESS_KEY: 'bundle-test-not-a-secret',
+});
+
+/** The environment the construct sets (infra/environment.ts), with placeholder resource names. */
+const constructEnvironment = (name: FunctionName) =>
+  functionEnvironment(name, {
+    config: JSON.stringify(exampleConfig(EXAMPLE_TARGET_REGISTRY)),
+    registrySecrets: {},
+    ecrCreateRepositories: false,
+    logLevel: 'error',
+    metricsNamespace: 'OciRelay',
+    fanoutFunctionName: 'OciRelay-Replicator-0123ABCD-fanout',
+    workQueueUrl: 'https://sqs.eu-west-1.amazonaws.com/123456789012/OciRelay-WorkQueue',
+    exportQueueUrl: 'https://sqs.eu-west-1.amazonaws.com/123456789012/OciRelay-ExportQueue',
+    workDeadLetterQueueUrl: 'https://sqs.eu-west-1.amazonaws.com/123456789012/OciRelay-WorkDLQ',
+    exportDeadLetterQueueUrl: 'https://sqs.eu-west-1.amazonaws.com/123456789012/OciRelay-ExportDLQ',
+    exportBucket: 'ocirelay-exports-test',
+    workerTimeBudgetMarginMs: 30_000,
+    exportTimeBudgetMarginMs: 30_000,
+  });
+
+/**
+ * One invocation per function that needs no network: it checks that the handler builds its
+ * environment (lib/aws/env.ts) from exactly what the construct sets, and answers.
+ */
+const SMOKE: Record<FunctionName, { event: unknown; check: (result: any) => void }> = {
+  // A webhook path that no endpoint has: authenticated routing answers without calling anything.
+  ingress: {
+    event: { rawPath: '/no-such-hook', headers: { 'content-type': 'application/json' }, body: '{}', isBase64Encoded: false, requestContext: { http: { method: 'POST', path: '/no-such-hook' } } },
+    check: (r) => assert.ok(r.statusCode >= 400 && r.statusCode < 500, `status ${r.statusCode}`),
+  },
+  // An invalid request is dropped with a reason, before any registry is contacted.
+  fanout: { event: { v: 1, type: 'replicate' }, check: (r) => assert.equal(r.status, 'invalid') },
+  // An empty batch: nothing to do, no failures.
+  worker: { event: { Records: [] }, check: (r) => assert.deepEqual(r, { batchItemFailures: [] }) },
+  export: { event: { Records: [] }, check: (r) => assert.deepEqual(r, { batchItemFailures: [] }) },
+};
+
+const builtins = new Set(builtinModules);
+const isBuiltin = (spec: string) => spec.startsWith('node:') || builtins.has(spec) || builtins.has(spec.split('/')[0]!);
+// The runtime provides the SDK's clients; lib-storage (a library on top of them) is bundled.
+const isSdk = (spec: string) => spec.startsWith('@aws-sdk/client-');
+
+const results = new Map<FunctionName, { file: string; metafile: Metafile }>();
+
+before(async () => {
+  mkdirSync(root, { recursive: true });
+  await Promise.all(
+    FUNCTION_NAMES.map(async (name) => {
+      const file = join(root, name, BUNDLE_FILE);
+      const result = await build({ ...ESBUILD_OPTIONS, entryPoints: [entryOf(name)], outfile: file, absWorkingDir: PROJECT_ROOT, metafile: true });
+      assert.deepEqual(result.errors, []);
+      assert.ok(result.metafile);
+      results.set(name, { file, metafile: result.metafile });
+    }),
+  );
+});
+
+after(() => rmSync(root, { recursive: true, force: true }));
+
+function outputOf(name: FunctionName) {
+  const r = results.get(name);
+  assert.ok(r, `${name} was bundled`);
+  const key = relative(PROJECT_ROOT, r.file);
+  const output = r.metafile.outputs[key];
+  assert.ok(output, `metafile output ${key}`);
+  return { ...r, output };
+}
+
+for (const name of FUNCTION_NAMES) {
+  describe(`${name} bundle`, () => {
+    test('loads in a fresh node process, exports handler, and answers with the construct\'s environment', async () => {
+      const { file } = outputOf(name);
+      const script = [
+        `const m = await import(${JSON.stringify(pathToFileURL(file).href)});`,
+        `if (typeof m.handler !== 'function') { console.error('handler is ' + typeof m.handler); process.exit(3); }`,
+        `const result = await m.handler(${JSON.stringify(SMOKE[name].event)}, { awsRequestId: 'bundle-test', getRemainingTimeInMillis: () => 60000 });`,
+        `process.stdout.write('\\nRESULT ' + JSON.stringify(result) + '\\n');`,
+      ].join('\n');
+      // cwd outside the project: nothing may resolve relative to the working directory.
+      let stdout: string;
+      try {
+        ({ stdout } = await run(process.execPath, ['--input-type=module', '-e', script], {
+          cwd: tmpdir(),
+          env: { ...lambdaBasics(name), ...constructEnvironment(name) },
+          timeout: 60_000,
+        }));
+      } catch (error) {
+        const e = error as { code?: number; stderr?: string };
+        assert.fail(`the ${name} bundle failed (exit ${e.code}):\n${e.stderr}`);
+      }
+      const line = stdout.split('\n').find((l) => l.startsWith('RESULT '));
+      assert.ok(line, `no result in:\n${stdout}`);
+      SMOKE[name].check(JSON.parse(line.slice('RESULT '.length)));
+    });
+
+    test('leaves the AWS SDK clients (and only them, besides Node built-ins) external', () => {
+      const { output, metafile } = outputOf(name);
+      const external = output.imports.filter((i) => i.external).map((i) => i.path);
+      const unexpected = external.filter((spec) => !isBuiltin(spec) && !isSdk(spec));
+      assert.deepEqual(unexpected, [], 'externals Lambda would not find');
+      const bundledSdk = Object.keys(metafile.inputs).filter((p) => /node_modules\/@aws-sdk\//.test(p) && !/node_modules\/@aws-sdk\/lib-storage\//.test(p));
+      assert.deepEqual(bundledSdk, [], 'the AWS SDK clients are provided by the runtime, not bundled');
+      const sdkImports = [...new Set(external.filter(isSdk))].sort();
+      if (sdkImports.length) console.log(`${name} imports from the runtime: ${sdkImports.join(', ')}`);
+    });
+
+    test(`stays within its size budget (${(BUNDLE_BUDGET_BYTES[name] / 1024 / 1024).toFixed(1)} MiB)`, () => {
+      const { file, output } = outputOf(name);
+      const size = statSync(file).size;
+      assert.equal(size, output.bytes);
+      console.log(`${name}: ${(size / 1024).toFixed(1)} KiB of ${(BUNDLE_BUDGET_BYTES[name] / 1024).toFixed(0)} KiB`);
+      assert.ok(size <= BUNDLE_BUDGET_BYTES[name], `${name} bundle is ${size} bytes, budget ${BUNDLE_BUDGET_BYTES[name]} (see infra/bundling.ts)`);
+      assert.ok(statSync(`${file}.map`).isFile(), 'source map written next to it');
+    });
+  });
+}
