@@ -15,7 +15,7 @@ import type { Repository } from '../oci/client.js';
 import { formatReference, parseReference, type Reference } from '../ref/index.js';
 import { sided, type CopyEvent } from './execute.js';
 import { ACCEPT_SINGLE_IMAGE, resolveSource, type CopyMode } from './graph.js';
-import { planCopy } from './plan.js';
+import { planCopy, type PlanOptions } from './plan.js';
 import { copyReferrers } from './referrers.js';
 import { executePlan, type CopyOptions, type CopyResult } from './run.js';
 
@@ -56,6 +56,17 @@ export function normaliseRequest(request: CopyRequest): ResolvedRequest {
     if (!key) throw new OciRelayError(ErrorCodes.Usage, 'an annotation key must not be empty');
   }
   return { source, target, mode, platforms, annotations };
+}
+
+/** The planner's options for a validated request (one place, for copy, the dry run and the pipeline). */
+export function planOptionsFor(req: ResolvedRequest, includeForeignLayers: boolean): PlanOptions {
+  return {
+    mode: req.mode,
+    platforms: req.platforms,
+    annotations: req.annotations,
+    includeForeignLayers,
+    target: { ...(req.target.tag ? { tag: req.target.tag } : {}), ...(req.target.digest ? { digest: req.target.digest } : {}) },
+  };
 }
 
 function rewritesManifests(request: ResolvedRequest): boolean {
@@ -110,13 +121,7 @@ export async function copyImage(request: CopyRequest, options: CopyOptions): Pro
   }
 
   const graph = await sided('source', () => resolveSource(source, sourceReference(req.source), { mode: req.mode, platforms: req.platforms, ...(options.signal ? { signal: options.signal } : {}) }));
-  const plan = planCopy(graph, {
-    mode: req.mode,
-    platforms: req.platforms,
-    annotations: req.annotations,
-    includeForeignLayers: request.includeForeignLayers ?? false,
-    target: { ...(req.target.tag ? { tag: req.target.tag } : {}), ...(req.target.digest ? { digest: req.target.digest } : {}) },
-  });
+  const plan = planCopy(graph, planOptionsFor(req, request.includeForeignLayers ?? false));
   result.digest = plan.root.digest;
   result.mediaType = plan.root.mediaType;
   result.notes.push(...plan.notes);

@@ -6,7 +6,7 @@ import { formatReference } from '../ref/index.js';
 import { sided } from './execute.js';
 import { resolveSource } from './graph.js';
 import { planCopy, type Plan } from './plan.js';
-import { normaliseRequest, type CopyRequest } from './copy.js';
+import { normaliseRequest, planOptionsFor, type CopyRequest } from './copy.js';
 import type { RegistryPool } from './registries.js';
 import pLimit from 'p-limit';
 
@@ -33,13 +33,7 @@ export async function planImage(request: CopyRequest, options: { registries: Reg
   // Pull access is all a dry run needs on the target; it never writes.
   const target = options.registries.get(req.target.registry).repository(req.target.repository, 'pull');
   const graph = await sided('source', () => resolveSource(source, req.source.digest ?? req.source.tag ?? 'latest', { mode: req.mode, platforms: req.platforms }));
-  const plan = planCopy(graph, {
-    mode: req.mode,
-    platforms: req.platforms,
-    annotations: req.annotations,
-    includeForeignLayers: request.includeForeignLayers ?? false,
-    target: { ...(req.target.tag ? { tag: req.target.tag } : {}), ...(req.target.digest ? { digest: req.target.digest } : {}) },
-  });
+  const plan = planCopy(graph, planOptionsFor(req, request.includeForeignLayers ?? false));
   const limit = pLimit(options.concurrency ?? 8);
   const same = req.source.registry === req.target.registry;
   const rootPresent = !!(await sided('target', () => target.headManifest(plan.root.digest)));

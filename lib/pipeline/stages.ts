@@ -12,7 +12,7 @@ import pLimit from 'p-limit';
 import { verifyBytes } from '../digest.js';
 import { ErrorCodes, OciRelayError, RegistryError } from '../errors.js';
 import { BlobLocations, commitManifest, copyBlob, sided } from '../engine/execute.js';
-import { normaliseRequest, type CopyRequest } from '../engine/copy.js';
+import { normaliseRequest, planOptionsFor, type CopyRequest } from '../engine/copy.js';
 import { resolveSource, type SourceGraph, type SourceNode } from '../engine/graph.js';
 import { planCopy, type Plan, type PlannedBlob, type PlannedManifest } from '../engine/plan.js';
 import type { RegistryPool } from '../engine/registries.js';
@@ -114,13 +114,7 @@ async function plan(env: PipelineEnv, request: RequestRef): Promise<{ plan: Plan
   const graph = await sided('source', () => resolveSource(source, req.source.digest ?? req.source.tag ?? 'latest', { mode: req.mode, platforms: req.platforms }));
   return {
     graph,
-    plan: planCopy(graph, {
-      mode: req.mode,
-      platforms: req.platforms,
-      annotations: req.annotations,
-      includeForeignLayers: request.includeForeignLayers,
-      target: { ...(req.target.tag ? { tag: req.target.tag } : {}), ...(req.target.digest ? { digest: req.target.digest } : {}) },
-    }),
+    plan: planCopy(graph, planOptionsFor(req, request.includeForeignLayers ?? false)),
   };
 }
 
