@@ -66,7 +66,8 @@ export interface TransferContext {
   chunkSize?: number;
   /**
    * Whole-blob attempts when a transfer fails in a way worth repeating (a reset mid-upload, a 5xx
-   * on the closing PUT). Default 3; each attempt opens a fresh session and a fresh source stream.
+   * on the closing PUT) and resuming it in its session (see `Repository.pushBlob`) did not get
+   * past it. Default 3; each attempt opens a fresh session and a fresh source stream.
    */
   blobAttempts?: number;
   signal?: AbortSignal;
@@ -97,7 +98,11 @@ export async function copyBlob(ctx: TransferContext, blob: PlannedBlob): Promise
   }
 
   const attempts = ctx.blobAttempts ?? 3;
+  // Bytes sent by attempts that failed count too: the report says what crossed the network.
+  let earlier = 0;
+  let current = 0;
   for (let attempt = 1; ; attempt++) {
+    current = 0;
     try {
       const result = await sided('target', () =>
         target.pushBlob(
@@ -107,12 +112,16 @@ export async function copyBlob(ctx: TransferContext, blob: PlannedBlob): Promise
             ...(mountFrom ? { mountFrom } : {}),
             ...(ctx.chunkSize ? { chunkSize: ctx.chunkSize } : {}),
             ...(ctx.signal ? { signal: ctx.signal } : {}),
-            onProgress: (bytes) => ctx.onEvent?.({ type: 'blob-progress', digest: blob.digest, bytes, size: blob.size }),
+            onProgress: (bytes) => {
+              current = bytes;
+              ctx.onEvent?.({ type: 'blob-progress', digest: blob.digest, bytes, size: blob.size });
+            },
           },
         ),
       );
-      return done(result.outcome === 'mounted' ? 'mounted' : 'copied', result.bytesSent);
+      return done(result.outcome === 'mounted' ? 'mounted' : 'copied', earlier + result.bytesSent);
     } catch (err) {
+      earlier += current;
       if (attempt >= attempts || ctx.signal?.aborted || !worthAnotherAttempt(err)) throw err;
       mountFrom = undefined; // a mount that failed half-way is not tried again
       await sleep(200 * 2 ** (attempt - 1), ctx.signal);

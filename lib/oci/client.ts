@@ -9,11 +9,11 @@
 import { once } from 'node:events';
 import { finished, PassThrough, Readable } from 'node:stream';
 import { digestOf, parseDigest, VerifyingStream, type DigestAlgorithm } from '../digest.js';
-import { DigestMismatchError, ErrorCodes, ManifestError, OciRelayError, RegistryError, SizeMismatchError, redactUrl, type ErrorContext } from '../errors.js';
+import { DigestMismatchError, ErrorCodes, ManifestError, NetworkError, OciRelayError, RegistryError, SizeMismatchError, redactUrl, type ErrorContext } from '../errors.js';
 import { essence, isManifestMediaType, MANIFEST_MEDIA_TYPES, MediaTypes } from '../manifest/media-types.js';
 import { CATALOG_SCOPE, repositoryScope, type Scope } from './auth.js';
-import { isRetryableNetworkError } from './retry.js';
-import { discard, header, readBytes, readText, Transport, type Response, type TransportOptions } from './transport.js';
+import { backoffDelay, isRetryableNetworkError, networkErrorCode, resolveRetry, sleep, type RetryOptions } from './retry.js';
+import { discard, header, readBytes, readText, Transport, type Response, type SendOptions, type TransportOptions } from './transport.js';
 
 export interface RegistryClientOptions extends TransportOptions {
   /**
@@ -26,6 +26,12 @@ export interface RegistryClientOptions extends TransportOptions {
    * giving up. Default 5.
    */
   maxBlobResumes?: number;
+  /**
+   * How many times an upload that fails mid-way (a reset, a stall, a 5xx on a PATCH or the closing
+   * PUT) is resumed in its session from the offset the registry reports, before the session is
+   * cancelled and the failure handed to the caller. Default 3.
+   */
+  maxUploadResumes?: number;
 }
 
 export const DEFAULT_MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
@@ -77,13 +83,17 @@ export interface PushBlobOptions {
   /** Called with the number of bytes handed to the registry so far. */
   onProgress?: (bytes: number) => void;
   signal?: AbortSignal;
+  /** Overrides the client's maxUploadResumes for this blob. */
+  maxResumes?: number;
 }
 
 export interface PushBlobResult {
   /** How the blob got there. */
   outcome: 'uploaded' | 'mounted';
-  /** Bytes sent over the network for this blob. */
+  /** Bytes sent over the network for this blob (every attempt's, resumed ones included). */
   bytesSent: number;
+  /** The offsets the upload was resumed from, when it was (the registry's word after each failure). */
+  resumedFrom?: number[];
 }
 
 export interface ReferrersResult {
@@ -96,11 +106,14 @@ export class RegistryClient {
   readonly registry: string;
   readonly transport: Transport;
   readonly options: RegistryClientOptions;
+  /** The transport's retry policy, for the retries made above it (bodies that break off, resumed uploads). */
+  readonly retryPolicy: Required<RetryOptions>;
 
   constructor(registry: string, options: RegistryClientOptions = {}) {
     this.registry = registry;
     this.options = options;
     this.transport = new Transport(registry, options);
+    this.retryPolicy = resolveRetry(options.retry);
   }
 
   repository(name: string, access: 'pull' | 'push' = 'pull'): Repository {
@@ -118,7 +131,7 @@ export class RegistryClient {
   async *catalog(options: { pageSize?: number } = {}): AsyncGenerator<string> {
     const first = this.transport.url('/v2/_catalog');
     if (options.pageSize) first.searchParams.set('n', String(options.pageSize));
-    yield* paginate(this.transport, first, [CATALOG_SCOPE], 'list catalog', (json) => stringArray(json, 'repositories'));
+    yield* paginate(this.transport, this.retryPolicy, first, [CATALOG_SCOPE], 'list catalog', (json) => stringArray(json, 'repositories'));
   }
 
   async listCatalog(options: { pageSize?: number } = {}): Promise<string[]> {
@@ -162,24 +175,30 @@ export class Repository {
   async getManifest(reference: string, options: { accept?: readonly string[]; signal?: AbortSignal } = {}): Promise<FetchedManifest> {
     const operation = 'GET manifest';
     const url = this.url(`manifests/${reference}`);
-    const res = await this.transport.send({
-      method: 'GET',
-      url,
-      scopes: this.scopes,
-      operation,
-      headers: { accept: (options.accept ?? MANIFEST_MEDIA_TYPES).join(', ') },
-      expect: [200],
-      followRedirects: true,
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
     const limit = this.client.options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES;
-    const declared = Number(header(res.headers, 'content-length'));
-    const tooLarge = (size: number): Error => new ManifestError(`${operation}: manifest ${this.name}@${reference} is ${size > limit && declared === size ? '' : 'at least '}${size} bytes, over the ${limit}-byte limit`, { url, operation });
-    if (Number.isFinite(declared) && declared > limit) {
-      res.body.destroy();
-      throw tooLarge(declared);
-    }
-    const bytes = await readBytes(res.body, limit, tooLarge);
+    const { res, bytes } = await sendAndRead(
+      this.transport,
+      this.client.retryPolicy,
+      {
+        method: 'GET',
+        url,
+        scopes: this.scopes,
+        operation,
+        headers: { accept: (options.accept ?? MANIFEST_MEDIA_TYPES).join(', ') },
+        expect: [200],
+        followRedirects: true,
+        ...(options.signal ? { signal: options.signal } : {}),
+      },
+      async (res) => {
+        const declared = Number(header(res.headers, 'content-length'));
+        const tooLarge = (size: number): Error => new ManifestError(`${operation}: manifest ${this.name}@${reference} is ${size > limit && declared === size ? '' : 'at least '}${size} bytes, over the ${limit}-byte limit`, { url, operation });
+        if (Number.isFinite(declared) && declared > limit) {
+          res.body.destroy();
+          throw tooLarge(declared);
+        }
+        return { res, bytes: await readBytes(res.body, limit, tooLarge) };
+      },
+    );
     const contentType = essence(header(res.headers, 'content-type'));
     const mediaType = detectManifestMediaType(bytes, contentType, { url, operation });
     const context: ErrorContext = { url, operation };
@@ -253,7 +272,7 @@ export class Repository {
   async *tags(options: { pageSize?: number } = {}): AsyncGenerator<string> {
     const first = this.url('tags/list');
     if (options.pageSize) first.searchParams.set('n', String(options.pageSize));
-    yield* paginate(this.transport, first, this.scopes, 'list tags', (json) => stringArray(json, 'tags'));
+    yield* paginate(this.transport, this.client.retryPolicy, first, this.scopes, 'list tags', (json) => stringArray(json, 'tags'));
   }
 
   async listTags(options: { pageSize?: number } = {}): Promise<string[]> {
@@ -273,7 +292,7 @@ export class Repository {
     const filter = (list: Descriptor[]): Descriptor[] => (options.artifactType ? list.filter((d) => d.artifactType === options.artifactType) : list);
     const descriptors: Descriptor[] = [];
     try {
-      for await (const d of paginate(this.transport, first, this.scopes, 'list referrers', (json) => descriptorArray(json), { accept: MediaTypes.ociIndex, notFoundIsEnd: false })) {
+      for await (const d of paginate(this.transport, this.client.retryPolicy, first, this.scopes, 'list referrers', (json) => descriptorArray(json), { accept: MediaTypes.ociIndex, notFoundIsEnd: false })) {
         descriptors.push(d);
       }
       return { descriptors: filter(descriptors), fallback: false };
@@ -335,11 +354,12 @@ export class Repository {
     const verifier = new VerifyingStream({ digest: descriptor.digest, ...(descriptor.size !== undefined ? { size: descriptor.size } : {}), context });
     const first = await this.openBlob(descriptor.digest, options);
     const maxResumes = this.client.options.maxBlobResumes ?? 5;
-    void this.pump(first, descriptor.digest, verifier, maxResumes, options.signal);
+    void this.pump(first, descriptor, verifier, maxResumes, options.signal);
     return verifier;
   }
 
-  private async pump(first: Awaited<ReturnType<Repository['openBlob']>>, digest: string, verifier: VerifyingStream, maxResumes: number, signal: AbortSignal | undefined): Promise<void> {
+  private async pump(first: Awaited<ReturnType<Repository['openBlob']>>, descriptor: { digest: string; size?: number }, verifier: VerifyingStream, maxResumes: number, signal: AbortSignal | undefined): Promise<void> {
+    const { digest, size } = descriptor;
     let current: Awaited<ReturnType<Repository['openBlob']>> | undefined = first;
     let passed = 0;
     let resumes = 0;
@@ -352,7 +372,11 @@ export class Repository {
     try {
       for (;;) {
         if (!current) {
-          current = await this.openBlob(digest, { offset: passed, ...(signal ? { signal } : {}) });
+          current = await this.openBlob(digest, { offset: passed, ...(signal ? { signal } : {}) }).catch((err: unknown) => {
+            // Nothing past `passed`: the blob is shorter than its descriptor says.
+            if (err instanceof RegistryError && err.status === 416 && size !== undefined) throw new SizeMismatchError(size, passed, { url: this.url(`blobs/${digest}`), operation: 'GET blob', cause: err });
+            throw err;
+          });
         }
         let skip = passed - current.offset; // bytes the server re-sent because it ignored Range
         try {
@@ -371,6 +395,13 @@ export class Repository {
             if (!verifier.write(chunk)) await once(verifier, 'drain');
           }
           if (stopped) return;
+          // A body that ended cleanly short of the size (a truncating proxy, a wrong
+          // Content-Length) is resumed like a broken one; the verifier still judges the whole.
+          if (size !== undefined && passed < size && resumes < maxResumes) {
+            resumes++;
+            current = undefined;
+            continue;
+          }
           verifier.end();
           return;
         } catch (err) {
@@ -476,42 +507,92 @@ export class Repository {
   /**
    * Pushes a blob: a cross-repository mount when `mountFrom` is given (and the registry agrees),
    * else one streamed PUT, or PATCH chunks when `chunkSize` is set (never smaller than the
-   * registry's OCI-Chunk-Min-Length). The body is read from `open()` once per attempt; a session
-   * that fails is cancelled.
+   * registry's OCI-Chunk-Min-Length). The body is read from `open()` once per attempt.
+   *
+   * An upload that fails in a way worth repeating is resumed in the same session: the registry is
+   * asked where the session stands (upload status), `open()` is read again from byte 0 through
+   * its verification, the bytes the registry already holds are discarded, and only the rest is
+   * sent (PATCH from the offset, then the closing PUT). A registry that no longer knows the
+   * session, or answers an impossible offset, ends the resumes. A session given up is cancelled.
    */
   async pushBlob(descriptor: { digest: string; size: number }, open: () => Readable | Promise<Readable>, options: PushBlobOptions = {}): Promise<PushBlobResult> {
     const started = await this.startUpload(options.mountFrom ? { mount: { digest: descriptor.digest, from: options.mountFrom } } : {});
     if (started.mounted) return { outcome: 'mounted', bytesSent: 0 };
-    const session = started.session;
+    const state = { session: started.session };
+    const chunkSize = options.chunkSize ? Math.max(options.chunkSize, started.session.minChunkLength ?? 0) : undefined;
+    const maxResumes = options.maxResumes ?? this.client.options.maxUploadResumes ?? 3;
+    const resumedFrom: number[] = [];
     let sent = 0;
-    try {
-      const chunkSize = options.chunkSize ? Math.max(options.chunkSize, session.minChunkLength ?? 0) : undefined;
-      const source = await open();
-      const counted = countBytes(source, (n) => {
-        sent += n;
-        options.onProgress?.(sent);
-      });
-      if (!chunkSize || descriptor.size <= chunkSize) {
-        await this.completeUpload(session, descriptor.digest, { stream: counted, length: descriptor.size }, options);
-      } else {
-        await this.uploadChunked(session, descriptor, counted, chunkSize, options.signal);
+    const onBytes = (n: number): void => {
+      sent += n;
+      options.onProgress?.(sent);
+    };
+    for (;;) {
+      try {
+        await this.uploadFrom(state, descriptor, open, chunkSize, onBytes, options.signal);
+        return { outcome: 'uploaded', bytesSent: sent, ...(resumedFrom.length ? { resumedFrom } : {}) };
+      } catch (err) {
+        const next = resumedFrom.length < maxResumes && !options.signal?.aborted && isResumable(err) ? await this.resumePoint(state.session, descriptor, resumedFrom.length + 1, options.signal) : undefined;
+        if (!next) {
+          await this.cancelUpload(state.session);
+          throw err;
+        }
+        state.session = next;
+        resumedFrom.push(next.offset);
       }
-      return { outcome: 'uploaded', bytesSent: sent };
-    } catch (err) {
-      await this.cancelUpload(session);
-      throw err;
     }
   }
 
-  private async uploadChunked(session: UploadSession, descriptor: { digest: string; size: number }, source: Readable, chunkSize: number, signal?: AbortSignal): Promise<void> {
-    const slicer = new StreamSlicer(source);
-    let current = session;
-    while (current.offset < descriptor.size) {
-      const length = Math.min(chunkSize, descriptor.size - current.offset);
-      current = await this.uploadChunk(current, slicer.next(length), length, signal ? { signal } : {});
+  /** One attempt from `state.session.offset` on; `state.session` follows every Location the registry gives. */
+  private async uploadFrom(state: { session: UploadSession }, descriptor: { digest: string; size: number }, open: () => Readable | Promise<Readable>, chunkSize: number | undefined, onBytes: (n: number) => void, signal: AbortSignal | undefined): Promise<void> {
+    const source = await open();
+    const withSignal = signal ? { signal } : {};
+    try {
+      const offset = state.session.offset;
+      if (offset === 0 && (!chunkSize || descriptor.size <= chunkSize)) {
+        await this.completeUpload(state.session, descriptor.digest, { stream: countBytes(source, onBytes), length: descriptor.size }, withSignal);
+        return;
+      }
+      const slicer = new StreamSlicer(source);
+      // Bytes the registry already holds: read (and hashed by a verifying source), not sent again.
+      if (offset > 0) await drain(slicer.next(offset));
+      const step = chunkSize ?? descriptor.size - offset;
+      while (state.session.offset < descriptor.size) {
+        const length = Math.min(step, descriptor.size - state.session.offset);
+        state.session = await this.uploadChunk(state.session, countBytes(slicer.next(length), onBytes), length, withSignal);
+      }
+      // Reading to the end lets a verifying source check the digest before the closing PUT.
+      await slicer.assertEnd(descriptor);
+      await this.completeUpload(state.session, descriptor.digest, undefined, withSignal);
+    } finally {
+      source.destroy();
     }
-    await slicer.assertEnd(descriptor);
-    await this.completeUpload(current, descriptor.digest, undefined, signal ? { signal } : {});
+  }
+
+  /** Where a failed upload can go on from: the registry's offset, or undefined when it cannot. */
+  private async resumePoint(session: UploadSession, descriptor: { size: number }, resume: number, signal: AbortSignal | undefined): Promise<UploadSession | undefined> {
+    try {
+      await sleep(backoffDelay(resume, this.client.retryPolicy), signal);
+      const status = await this.uploadStatus(session);
+      return status.offset <= descriptor.size ? status : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** Failures of a transfer (not of its content) that a resumed upload may get past. */
+function isResumable(err: unknown): boolean {
+  if (err instanceof OciRelayError) {
+    if (err.code === ErrorCodes.DigestMismatch || err.code === ErrorCodes.SizeMismatch || err.code === ErrorCodes.Aborted) return false;
+    return err.retryable;
+  }
+  return isRetryableNetworkError(err);
+}
+
+async function drain(stream: Readable): Promise<void> {
+  for await (const _chunk of stream) {
+    // discarded: these bytes are already in the upload session
   }
 }
 
@@ -584,14 +665,13 @@ function rangeEnd(range: string | undefined): number | undefined {
 }
 
 /** Follows `Link: <url>; rel="next"` (RFC 8288) pages until there is none; refuses loops. */
-async function* paginate<T>(transport: Transport, first: URL, scopes: readonly Scope[], operation: string, items: (json: unknown) => T[], options: { accept?: string; notFoundIsEnd?: boolean } = {}): AsyncGenerator<T> {
+async function* paginate<T>(transport: Transport, policy: Required<RetryOptions>, first: URL, scopes: readonly Scope[], operation: string, items: (json: unknown) => T[], options: { accept?: string; notFoundIsEnd?: boolean } = {}): AsyncGenerator<T> {
   let url: URL | undefined = first;
   const seen = new Set<string>();
   while (url) {
     if (seen.has(url.href)) throw new RegistryError({ status: 200, method: 'GET', url, operation, message: `${operation}: pagination loops back to ${redactUrl(url)}` });
     seen.add(url.href);
-    const res = await transport.send({ method: 'GET', url, scopes, operation, headers: { accept: options.accept ?? 'application/json' }, expect: [200] });
-    const text = await readText(res.body, 16 * 1024 * 1024);
+    const { res, text } = await sendAndRead(transport, policy, { method: 'GET', url, scopes, operation, headers: { accept: options.accept ?? 'application/json' }, expect: [200] }, async (res) => ({ res, text: await readText(res.body, 16 * 1024 * 1024) }));
     let json: unknown;
     try {
       json = JSON.parse(text);
@@ -601,6 +681,28 @@ async function* paginate<T>(transport: Transport, first: URL, scopes: readonly S
     yield* items(json);
     const next = nextLink(header(res.headers, 'link'));
     url = next ? new URL(next, url) : undefined;
+  }
+}
+
+/**
+ * Sends a request whose whole body is needed (a manifest, a page of tags) and reads it with
+ * `read`. The transport retries until the headers have arrived; a body that breaks off after
+ * that (a reset, a stall past the idle timeout, a close short of its Content-Length) sends the
+ * request again, as many times as the retry policy allows, and then fails as a NetworkError.
+ */
+async function sendAndRead<T>(transport: Transport, policy: Required<RetryOptions>, options: SendOptions, read: (res: Response) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const res = await transport.send(options);
+    try {
+      return await read(res);
+    } catch (err) {
+      if (!res.body.destroyed) res.body.destroy();
+      if (err instanceof OciRelayError || !isRetryableNetworkError(err)) throw err;
+      const context = { url: options.url, operation: options.operation, cause: err };
+      if (options.signal?.aborted) throw new OciRelayError(ErrorCodes.Aborted, `${options.operation}: aborted`, context);
+      if (attempt >= policy.maxAttempts) throw new NetworkError(`${options.operation}: the body of ${options.method} ${redactUrl(options.url)} broke off: ${networkErrorCode(err) ?? (err as Error).message}${attempt > 1 ? ` (after ${attempt} attempts)` : ''}`, context);
+      await sleep(backoffDelay(attempt, policy), options.signal);
+    }
   }
 }
 

@@ -8,3 +8,5 @@ export { freePort, makeTempDir, removeTempDir, pollUntil, CommandError } from '.
 export { startS3, type RunningS3 } from './s3.js';
 export * from './images.js';
 export * from './sqs.js';
+export * from './faults.js';
+export * from './audit.js';
