@@ -4,6 +4,7 @@
  * (invariant 1). A failure anywhere aborts the rest, waits for in-flight work, and leaves no
  * manifest or tag that references missing content.
  */
+import { setMaxListeners } from 'node:events';
 import pLimit from 'p-limit';
 import type { Repository } from '../oci/client.js';
 import { BlobLocations, commitManifest, copyBlob, sided, type BlobOutcome, type CopyEvent, type TransferContext } from './execute.js';
@@ -80,6 +81,9 @@ export interface ExecuteArgs {
 export async function executePlan(plan: Plan, { source, target, options, result }: ExecuteArgs): Promise<void> {
   const controller = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
+  // Every request in flight listens on this one signal (concurrency x hosts, plus sleeps): many
+  // listeners are the design here, not a leak, and each request removes its own when it settles.
+  setMaxListeners(0, signal);
   const limits = options.limits ?? new RegistryLimits(options.concurrency ?? 8);
   const ctx: TransferContext = {
     source,

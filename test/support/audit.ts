@@ -13,7 +13,11 @@ export interface RepositoryContents {
   manifests: string[];
   /** Blob digests linked into the repository (what HEAD /blobs/ answers 200 for), sorted. */
   layers: string[];
-  /** Open upload session ids. */
+  /**
+   * Open upload session ids. A session the client cancelled (DELETE) loses its `data` and
+   * `startedat` files; distribution 2.8 leaves its `hashstates` directory behind, which is not a
+   * session any more (a GET of it answers 404), so it does not count.
+   */
   uploads: string[];
 }
 
@@ -35,6 +39,10 @@ async function digestsUnder(dir: string): Promise<string[]> {
   return out.sort();
 }
 
+async function openUploads(dir: string): Promise<string[]> {
+  return (await entries(dir)).filter((id) => existsSync(join(dir, id, 'startedat')) || existsSync(join(dir, id, 'data')));
+}
+
 /** Every repository of a registry (`dataDir` of a RunningRegistry) and what it holds. */
 export async function registryContents(dataDir: string): Promise<RegistryContents> {
   const out: RegistryContents = {};
@@ -46,7 +54,7 @@ export async function registryContents(dataDir: string): Promise<RegistryContent
         const link = join(dir, '_manifests', 'tags', tag, 'current', 'link');
         if (existsSync(link)) tags[tag] = (await readFile(link, 'utf8')).trim();
       }
-      out[name] = { tags, manifests: await digestsUnder(join(dir, '_manifests', 'revisions')), layers: await digestsUnder(join(dir, '_layers')), uploads: await entries(join(dir, '_uploads')) };
+      out[name] = { tags, manifests: await digestsUnder(join(dir, '_manifests', 'revisions')), layers: await digestsUnder(join(dir, '_layers')), uploads: await openUploads(join(dir, '_uploads')) };
     }
     for (const n of names) if (!n.startsWith('_')) await walk(join(dir, n), name ? `${name}/${n}` : n);
   };
