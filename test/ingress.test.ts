@@ -182,6 +182,24 @@ describe('the payload is a hint: hosts come from the rules', () => {
     const { env } = setup({ submit: async () => { throw new Error('invoke failed'); } });
     assert.equal((await handleWebhook(post('/hooks/registry', envelope([push('team/app')]), auth), env)).status, 503);
   });
+
+  test('the retry of a delivery answered 503 is accepted, not taken for a replay', async () => {
+    let down = true;
+    const submitted: ReplicationRequest[] = [];
+    const { env } = setup({ submit: async (r) => { if (down) throw new Error('invoke failed'); submitted.push(r); } });
+    // Distribution: the retry carries the same event ids. GitHub: the same X-GitHub-Delivery.
+    const body = envelope([push('team/app')]);
+    assert.equal((await handleWebhook(post('/hooks/registry', body, auth), env)).status, 503);
+    assert.equal(submitted.length, 0);
+    down = false;
+    const retry = await handleWebhook(post('/hooks/registry', body, auth), env);
+    assert.equal(retry.status, 202);
+    assert.equal(retry.body.accepted, 1);
+    assert.deepEqual(submitted.map((r) => r.target), ['mirror.example.com/copies/app:v1']);
+    // Once handed over, the same delivery again is a replay.
+    assert.equal((await handleWebhook(post('/hooks/registry', body, auth), env)).body.accepted, 0);
+    assert.equal(submitted.length, 1);
+  });
 });
 
 describe('EventBridge', () => {

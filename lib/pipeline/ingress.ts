@@ -63,10 +63,15 @@ export class ReplayCache {
     private readonly max = 10_000,
   ) {}
 
-  /** True when `id` was seen within the TTL; records it otherwise. */
-  check(id: string, now: number = Date.now()): boolean {
+  /** True when `id` was recorded within the TTL. */
+  has(id: string, now: number = Date.now()): boolean {
     const at = this.seen.get(id);
-    if (at !== undefined && now - at < this.ttlMs) return true;
+    return at !== undefined && now - at < this.ttlMs;
+  }
+
+  /** Records `id` as seen at `now`. */
+  record(id: string, now: number = Date.now()): void {
+    this.seen.delete(id);
     this.seen.set(id, now);
     if (this.seen.size > this.max) {
       for (const [key, time] of this.seen) {
@@ -74,7 +79,6 @@ export class ReplayCache {
         if (this.seen.size <= this.max * 0.9) break;
       }
     }
-    return false;
   }
 }
 
@@ -139,11 +143,24 @@ export async function handleWebhook(req: HttpRequest, env: IngressEnv): Promise<
   }
   const replays = env.replays;
   const now = env.now?.() ?? Date.now();
-  if (delivery.deliveryId && replays?.check(`${hook.path}|${delivery.deliveryId}`, now)) {
+  const deliveryKey = delivery.deliveryId ? `${hook.path}|${delivery.deliveryId}` : undefined;
+  if (deliveryKey && replays?.has(deliveryKey, now)) {
     return { status: 200, body: { status: 'duplicate', deliveryId: delivery.deliveryId } };
   }
-  const events = delivery.events.filter((e) => !(e.id && replays?.check(`${hook.path}|event|${e.id}`, now)));
-  return accept(events, delivery.ignored + (delivery.events.length - events.length), env, { id: delivery.deliveryId ?? `${hook.kind}-${now}`, ...(hook.rules ? { only: hook.rules } : {}), source: hook.path });
+  // Ids are recorded only once the delivery was handed over: a delivery answered 503 is retried
+  // by its sender, and that retry must not be taken for a replay. Two copies of one delivery in
+  // flight at once may both be handed over; copies are idempotent, a lost push is not.
+  const keys = new Set<string>();
+  const events = delivery.events.filter((e) => {
+    if (!e.id) return true;
+    const key = `${hook.path}|event|${e.id}`;
+    if (keys.has(key) || replays?.has(key, now)) return false;
+    keys.add(key);
+    return true;
+  });
+  const answer = await accept(events, delivery.ignored + (delivery.events.length - events.length), env, { id: delivery.deliveryId ?? `${hook.kind}-${now}`, ...(hook.rules ? { only: hook.rules } : {}), source: hook.path });
+  if (replays && answer.status < 300) for (const key of [...keys, ...(deliveryKey ? [deliveryKey] : [])]) replays.record(key, now);
+  return answer;
 }
 
 async function accept(events: PushEvent[], ignored: number, env: IngressEnv, options: { id: string; only?: readonly string[]; source: string }): Promise<HttpResponse> {
