@@ -417,6 +417,21 @@ describe('platform filter', () => {
       for (const b of blobsOf(parse(await readBlob(layout, image.digest)))) assert.equal(await headBlob(dst, 'f/none', b.digest), 404);
     }
   });
+
+  for (const mode of ['registry-defaults', 'prefer-multiarch', 'normalise-to-multiarch'] as const) {
+    test(`${mode}: a single image is judged by the platform in its config`, async () => {
+      const target = await proxy(dst);
+      const err = await rejection(copy({ source: `${src.host}/oci/single:v1`, target: `${target.host}/f/single-${mode}:v1`, platforms: ['linux/arm64'], mode }));
+      assert.equal(err.code, 'ERR_PLATFORM_NOT_FOUND');
+      assert.equal(err.side, 'source');
+      assert.match(err.message, /is linux\/amd64, which does not match linux\/arm64/);
+      assert.deepEqual(writes(target), [], 'nothing pushed');
+      // The matching platform copies it (verbatim, or wrapped when normalising).
+      const result = await copy({ source: `${src.host}/oci/single:v1`, target: `${dst.host}/f/single-${mode}:v1`, platforms: ['linux/amd64'], mode });
+      if (mode === 'normalise-to-multiarch') assert.equal(parse(await inspectRaw(`${dst.host}/f/single-${mode}:v1`)).manifests?.[0]?.digest, images.single.digest);
+      else assert.equal(result.digest, images.single.digest);
+    });
+  }
 });
 
 describe('annotations', () => {

@@ -29,6 +29,7 @@ let single: PushedImage;
 let amd64: PushedImage;
 let arm64: PushedImage;
 let indexDigest: string;
+let oneEntry: { digest: string; bytes: Buffer };
 let big: PushedImage;
 const files = new FileArchiveStore();
 
@@ -45,6 +46,7 @@ before(async () => {
   single = await pushTestImage(registry.host, 'app/single', 'v1', { layers: [{ bytes: layerA }, { bytes: layerB }, { bytes: layerA }] });
   amd64 = await pushTestImage(registry.host, 'app/multi', 'amd64', { layers: [{ bytes: layerA }, { bytes: tarOf({ amd: 'x86' }) }] });
   arm64 = await pushTestImage(registry.host, 'app/multi', 'arm64', { architecture: 'arm64', variant: 'v8', layers: [{ bytes: layerA }, { bytes: tarOf({ arm: 'aarch64' }) }] });
+  oneEntry = await pushTestIndex(registry.host, 'app/multi', 'one', [{ image: arm64, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } }]);
   indexDigest = (await pushTestIndex(registry.host, 'app/multi', 'v1', [{ image: amd64, platform: { os: 'linux', architecture: 'amd64' } }, { image: arm64, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } }])).digest;
   // Over 100 MiB: a 12 MiB layer first, so a corruption in the second lands after multipart has begun.
   big = await pushTestImage(registry.host, 'app/big', 'v1', { layers: [{ bytes: randomBytes(12 * MiB), mediaType: MediaTypes.ociLayerGzip }, { bytes: randomBytes(96 * MiB), mediaType: MediaTypes.ociLayerGzip }] });
@@ -152,6 +154,51 @@ describe('oci format', () => {
   });
 });
 
+describe('platforms and determinism in every format', () => {
+  for (const format of ['layers', 'oci', 'docker'] as const) {
+    test(`${format}: a single image of another platform is refused, nothing written; its own platform is accepted`, async () => {
+      const path = join(dir, `single-wrong-${format}.tar`);
+      await assert.rejects(exportImage({ source: `${registry.host}/app/single:v1`, destination: path, format, platform: 'linux/arm64' }, { registries: pool, store: files }), (err: Error & { code?: string; side?: string }) => {
+        assert.equal(err.code, 'ERR_PLATFORM_NOT_FOUND');
+        assert.equal(err.side, 'source');
+        assert.match(err.message, /linux\/amd64.*linux\/arm64/);
+        return true;
+      });
+      assert.deepEqual((await readdir(dir)).filter((n) => n.includes(`single-wrong-${format}`)), [], 'no file, complete-looking or partial');
+      const ok = await exportImage({ source: `${registry.host}/app/single:v1`, destination: join(dir, `single-right-${format}.tar`), format, platform: 'linux/amd64' }, { registries: pool, store: files });
+      assert.equal(ok.digest, single.digest, 'the image itself, not a wrapper');
+      assert.equal(ok.platform, 'linux/amd64');
+    });
+
+    test(`${format}: exporting twice gives byte-identical archives`, async () => {
+      const platform = format === 'oci' ? {} : { platform: 'linux/arm64' };
+      const a = await exportImage({ source: `${registry.host}/app/multi:v1`, destination: join(dir, `twice-a.${format}.tar`), format, ...platform }, { registries: pool, store: files });
+      const b = await exportImage({ source: `${registry.host}/app/multi:v1`, destination: join(dir, `twice-b.${format}.tar`), format, ...platform }, { registries: pool, store: files });
+      assert.equal(a.sha256, b.sha256);
+      assert.ok((await readFile(join(dir, `twice-a.${format}.tar`))).equals(await readFile(join(dir, `twice-b.${format}.tar`))));
+    });
+  }
+
+  test('an index with one entry needs no --platform: its only image is exported (layers, docker)', async () => {
+    for (const format of ['layers', 'docker'] as const) {
+      const result = await exportImage({ source: `${registry.host}/app/multi:one`, destination: join(dir, `one-entry.${format}.tar`), format }, { registries: pool, store: files });
+      assert.equal(result.digest, arm64.digest);
+      assert.equal(result.platform, 'linux/arm64/v8');
+    }
+    const oci = await exportImage({ source: `${registry.host}/app/multi:one`, destination: join(dir, 'one-entry.oci.tar'), format: 'oci' }, { registries: pool, store: files });
+    assert.equal(oci.digest, oneEntry.digest, 'oci keeps the index as it is');
+  });
+
+  test('docker: an index of several platforms without --platform is refused with the list', async () => {
+    await assert.rejects(exportImage({ source: `${registry.host}/app/multi:v1`, destination: join(dir, 'docker-multi.tar'), format: 'docker' }, { registries: pool, store: files }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'ERR_PLATFORM_NOT_FOUND');
+      assert.match(err.message, /linux\/amd64, linux\/arm64\/v8/);
+      return true;
+    });
+    assert.deepEqual((await readdir(dir)).filter((n) => n.includes('docker-multi')), []);
+  });
+});
+
 describe('docker format', () => {
   test('skopeo reads the docker-archive: same config and layers', async () => {
     const path = join(dir, 'single-docker.tar');
@@ -225,6 +272,24 @@ describe('S3 sink', () => {
     assert.equal(object.Metadata?.['source-digest'], big.digest);
     assert.equal(object.Metadata?.['source-reference'], `${registry.host}/app/big:v1`);
     assert.equal(object.Metadata?.format, 'layers');
+  });
+
+  test('server-side encryption is asked for on the upload; the platform is recorded in the metadata', async () => {
+    const s3proxy = await startProxy(s3.endpoint);
+    try {
+      const store = new S3ArchiveStore({ client: new S3Client({ endpoint: s3proxy.url, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, requestChecksumCalculation: 'WHEN_REQUIRED' }), serverSideEncryption: 'aws:kms', kmsKeyId: 'alias/ocirelay-exports' });
+      const key = 'exports/app/multi/arm64.tar';
+      await exportImage({ source: `${registry.host}/app/multi:v1`, destination: `s3://${s3.bucket}/${key}`, platform: 'linux/arm64' }, { registries: pool, store });
+      const creating = s3proxy.requests.filter((r) => r.path.startsWith(`/${s3.bucket}/${key}`) && (r.method === 'PUT' || /[?&]uploads(=|&|$)/.test(r.path)) && !/partNumber=/.test(r.path));
+      assert.equal(creating.length, 1, creating.map((r) => `${r.method} ${r.path}`).join('\n'));
+      assert.equal(creating[0]?.headers['x-amz-server-side-encryption'], 'aws:kms');
+      assert.equal(creating[0]?.headers['x-amz-server-side-encryption-aws-kms-key-id'], 'alias/ocirelay-exports');
+      const object = await client().send(new HeadObjectCommand({ Bucket: s3.bucket, Key: key }));
+      assert.equal(object.Metadata?.platform, 'linux/arm64/v8');
+      assert.equal(object.Metadata?.['source-digest'], arm64.digest);
+    } finally {
+      await s3proxy.stop();
+    }
   });
 
   test('a corrupted blob aborts the multipart upload: AbortMultipartUpload is sent and no object appears', async () => {

@@ -77,7 +77,9 @@ export async function resolveSource(repo: Repository, reference: string, options
 
   if (root.manifest.kind === 'index') {
     await walkIndex(repo, root, graph, options, limit, [root.digest], 1);
-  } else if (options.mode === 'normalise-to-multiarch' && root.manifest.kind === 'image') {
+  } else if (root.manifest.kind === 'image' && (options.mode === 'normalise-to-multiarch' || options.platforms?.length)) {
+    // A single image's platform is in its config: normalise needs it for the index entry, and a
+    // platform filter must be judged against it (a filter that matches nothing is an error).
     graph.configPlatforms.set(root.digest, await readConfigPlatform(repo, root.manifest.config, graph));
   }
   return graph;

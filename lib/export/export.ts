@@ -9,7 +9,7 @@ import { resolveSource, type SourceGraph } from '../engine/graph.js';
 import { planCopy, platformOf, selectEntries } from '../engine/plan.js';
 import { sided } from '../engine/execute.js';
 import type { RegistryPool } from '../engine/registries.js';
-import { attestationTarget, formatPlatform, parsePlatform, type Descriptor } from '../manifest/model.js';
+import { attestationTarget, formatPlatform, parsePlatform, platformMatches, type Descriptor } from '../manifest/model.js';
 import { familiarReference, formatReference, parseReference, type Reference } from '../ref/index.js';
 import type { ArchiveStore } from '../ports/archive-store.js';
 import { archiveSize, dockerEntries, layersEntries, ociEntries, registryBlob, type ArchiveEntry, type ArchiveFormat, type SingleImage } from './formats.js';
@@ -127,7 +127,12 @@ function repoTag(ref: Reference): string {
 export function chooseImage(graph: SourceGraph, platform: string | undefined): { image: SingleImage; digest: string; platform?: string } {
   const root = graph.root;
   if (root.manifest.kind === 'image') {
-    return { image: { config: root.manifest.config, layers: root.manifest.layers }, digest: root.digest };
+    // A single image's platform is read from its config when a platform is asked for (resolveSource).
+    const own = graph.configPlatforms.get(root.digest);
+    if (platform && own && !platformMatches(own, parsePlatform(platform))) {
+      throw new OciRelayError(ErrorCodes.PlatformNotFound, `the image ${root.digest} is ${formatPlatform(own)}, which does not match ${platform}`, { side: 'source' });
+    }
+    return { image: { config: root.manifest.config, layers: root.manifest.layers }, digest: root.digest, ...(own ? { platform: formatPlatform(own) } : {}) };
   }
   if (root.manifest.kind !== 'index') throw new OciRelayError(ErrorCodes.Unsupported, `cannot export a ${root.mediaType}`);
   const images = root.manifest.manifests.filter((e) => !attestationTarget(e) && !isUnknownPlatform(e));
