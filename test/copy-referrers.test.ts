@@ -4,6 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyImage, type CopyRequest, type CopyResult } from '../lib/engine/copy.js';
+import { planImage } from '../lib/engine/dry-run.js';
 import type { CopyEvent } from '../lib/engine/execute.js';
 import { RegistryPool } from '../lib/engine/registries.js';
 import { MediaTypes } from '../lib/manifest/media-types.js';
@@ -164,6 +165,29 @@ describe('referrers', () => {
     assert.equal((await headManifest(dst, 'with/img', `${tagOf(arm64.digest)}.att`)).digest, cosignAtt.digest);
     assert.ok((await inspectRaw(`${dst.host}/with/img:${tagOf(index.digest)}.sig`)).equals(cosignSig.raw));
     assert.ok((await inspectRaw(`${dst.host}/with/img:v1`)).equals(await inspectRaw(`${src.host}/${REPO}:v1`)));
+  });
+
+  test('the dry run (plan --referrers) lists every referrer a copy would bring, writes nothing, and sees what is there', async () => {
+    const t = await startProxy(dst.url);
+    const registries = new RegistryPool();
+    try {
+      const before = await planImage({ source: `${src.host}/${REPO}:v1`, target: `${t.host}/planned/img:v1`, referrers: true }, { registries });
+      const listed = before.referrers.map((r) => r.tag ?? r.digest).sort();
+      assert.deepEqual(listed, [sbom.digest, sbomSignature.digest, armAttestation.digest, `${tagOf(index.digest)}.sig`, `${tagOf(arm64.digest)}.att`].sort());
+      assert.ok(before.referrers.every((r) => !r.present));
+      assert.equal(before.referrers.find((r) => r.digest === sbomSignature.digest)?.subject, sbom.digest, 'a referrer of a referrer names its subject');
+      assert.equal(before.referrers.find((r) => r.tag === `${tagOf(arm64.digest)}.att`)?.digest, cosignAtt.digest);
+      assert.deepEqual(t.requests.filter((r) => r.method !== 'GET' && r.method !== 'HEAD'), [], 'a dry run writes nothing');
+      await copyImage({ source: `${src.host}/${REPO}:v1`, target: `${dst.host}/planned/img:v1`, referrers: true }, { registries });
+      const after = await planImage({ source: `${src.host}/${REPO}:v1`, target: `${dst.host}/planned/img:v1`, referrers: true }, { registries });
+      assert.equal(after.referrers.length, 5);
+      assert.ok(after.referrers.every((r) => r.present), 'after the copy, every referrer is there');
+      const without = await planImage({ source: `${src.host}/${REPO}:v1`, target: `${dst.host}/planned/img:v1` }, { registries });
+      assert.deepEqual(without.referrers, []);
+    } finally {
+      await registries.close();
+      await t.stop();
+    }
   });
 
   test('a re-run with --referrers writes nothing', async () => {

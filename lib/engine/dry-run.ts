@@ -6,6 +6,7 @@ import { formatReference } from '../ref/index.js';
 import { sided } from './execute.js';
 import { resolveSource } from './graph.js';
 import { planCopy, type Plan } from './plan.js';
+import { walkReferrers } from './referrers.js';
 import { normaliseRequest, planOptionsFor, type CopyRequest } from './copy.js';
 import type { RegistryPool } from './registries.js';
 import pLimit from 'p-limit';
@@ -22,6 +23,8 @@ export interface DryRun {
   blobs: Array<{ digest: string; size: number; mediaType: string; action: BlobAction }>;
   manifests: Array<{ digest: string; mediaType: string; size: number; reference: string; verbatim: boolean; platform?: string; present: boolean }>;
   skipped: Plan['skipped'];
+  /** With `referrers`: every referrer a copy would bring along (recursively), and whether the target has it. */
+  referrers: Array<{ subject: string; reference: string; tag?: string; digest: string; mediaType: string; present: boolean }>;
   notes: string[];
   /** Bytes a copy would send. */
   bytesToCopy: number;
@@ -60,6 +63,19 @@ export async function planImage(request: CopyRequest, options: { registries: Reg
       })),
     ),
   );
+  const notes = [...plan.notes];
+  const referrers: DryRun['referrers'] = [];
+  if (request.referrers) {
+    await walkReferrers(
+      plan,
+      source,
+      async ({ reference, tag, subject, plan: sub }) => {
+        const at = await sided('target', () => target.headManifest(tag ?? sub.root.digest));
+        referrers.push({ subject, reference, ...(tag ? { tag } : {}), digest: sub.root.digest, mediaType: sub.root.mediaType, present: at?.digest === sub.root.digest });
+      },
+      (note) => notes.push(note),
+    );
+  }
   return {
     source: formatReference(req.source),
     target: formatReference(req.target),
@@ -69,7 +85,8 @@ export async function planImage(request: CopyRequest, options: { registries: Reg
     blobs,
     manifests,
     skipped: plan.skipped,
-    notes: plan.notes,
+    referrers,
+    notes,
     bytesToCopy: blobs.filter((b) => b.action === 'copy').reduce((n, b) => n + b.size, 0),
   };
 }

@@ -118,6 +118,7 @@ export async function planCommand(argv: string[]): Promise<number> {
     for (const b of plan.blobs) out.push(`  ${b.action.padEnd(5)} blob ${b.digest} ${formatBytes(b.size)}`);
     for (const s of plan.skipped) out.push(`  omit  blob ${s.digest} (${s.reason})`);
     for (const m of plan.manifests) out.push(`  ${m.present ? 'skip ' : 'put  '} manifest ${m.reference}${m.reference !== m.digest ? ` -> ${m.digest}` : ''}${m.platform ? ` [${m.platform}]` : ''}${m.verbatim ? '' : ' (rewritten)'}`);
+    for (const r of plan.referrers) out.push(`  ${r.present ? 'skip ' : 'put  '} referrer ${r.tag ?? r.digest} of ${r.subject} (${r.mediaType})`);
     for (const n of plan.notes) out.push(`  note  ${n}`);
     const copies = plan.blobs.filter((b) => b.action === 'copy').length;
     out.push(`  ${copies} blob${copies === 1 ? '' : 's'} to copy (${formatBytes(plan.bytesToCopy)}), ${plan.blobs.filter((b) => b.action === 'mount').length} to mount, ${plan.blobs.filter((b) => b.action === 'skip').length} already there`);
