@@ -5,8 +5,12 @@
  * Plain HTTP is used only for loopback registries (localhost, 127.0.0.0/8, [::1], as Docker does)
  * and registries configured as insecure; everything else is HTTPS, with custom CA bundles honoured.
  */
+import { readFileSync } from 'node:fs';
+import type { LookupFunction } from 'node:net';
+import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
-import { Agent, request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { Agent, request } from './undici.js';
 import { AuthError, NetworkError, OciRelayError, ErrorCodes, RegistryError, redactUrl, type OciErrorEntry } from '../errors.js';
 import { Authenticator, type Scope } from './auth.js';
 import { anonymous, type CredentialProvider } from './credentials.js';
@@ -39,8 +43,12 @@ export interface RequestEvent {
   durationMs: number;
 }
 
-/** Decides whether a URL may be contacted at all (destination policy); throws (or rejects) to refuse. */
-export type DestinationGuard = (url: URL, purpose: 'registry' | 'token' | 'redirect') => void | Promise<void>;
+/**
+ * Decides whether a URL may be contacted at all (destination policy); throws (or rejects) to refuse.
+ * Its `lookup`, when it has one, resolves host names for the connections of the transport's own
+ * dispatcher, so that the addresses judged are the addresses connected to.
+ */
+export type DestinationGuard = ((url: URL, purpose: 'registry' | 'token' | 'redirect') => void | Promise<void>) & { lookup?: LookupFunction };
 
 export interface TransportOptions {
   credentials?: CredentialProvider;
@@ -60,7 +68,7 @@ export interface TransportOptions {
   userAgent?: string;
   onRequest?: (event: RequestEvent) => void;
   guard?: DestinationGuard;
-  /** Share a dispatcher between registries (undici Agent pools per origin). */
+  /** Share a dispatcher between registries (undici Agent pools per origin). Its connections are not resolved through `guard.lookup`. */
   dispatcher?: Dispatcher;
 }
 
@@ -111,7 +119,37 @@ export function registryOrigin(registry: string, insecure = false): string {
 
 const USER_AGENT = 'ocirelay/0.1';
 
-export function createAgent(options: { ca?: TransportOptions['ca']; connections?: number; timeouts?: TimeoutOptions } = {}): Agent {
+/**
+ * The CAs trusted when extra ones are given: Node's bundled roots, NODE_EXTRA_CA_CERTS, and the
+ * extras. (TLS `ca` replaces the default trust store; handing it only the extras would make every
+ * public registry untrusted as soon as one private CA is configured.)
+ */
+export function trustedCertificates(ca: NonNullable<TransportOptions['ca']>, env: NodeJS.ProcessEnv = process.env): Array<string | Buffer> {
+  const extraFile = env.NODE_EXTRA_CA_CERTS;
+  let fromEnv: string[] = [];
+  if (extraFile) {
+    try {
+      fromEnv = [readFileSync(extraFile, 'utf8')];
+    } catch {
+      // Node itself only warns about an unreadable NODE_EXTRA_CA_CERTS; so do we (by ignoring it).
+    }
+  }
+  return [...rootCertificates, ...fromEnv, ...(Array.isArray(ca) ? ca : [ca])];
+}
+
+/** TLS verification failures (Node's OpenSSL codes): the one network failure a setting fixes. */
+const TLS_TRUST_CODES = /^(?:UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(?:_LOCALLY)?|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_HAS_EXPIRED|CERT_NOT_YET_VALID|ERR_TLS_CERT_ALTNAME_INVALID)$/;
+
+/** The code of a connection failure, with what to do about it when it is a certificate problem. */
+function describeNetworkError(err: unknown): string {
+  const code = networkErrorCode(err);
+  if (code && TLS_TRUST_CODES.test(code)) {
+    return `${code}: the registry's TLS certificate is not trusted (${(err as Error).message}); add its CA under /etc/docker/certs.d/<host:port>/ca.crt or NODE_EXTRA_CA_CERTS, or use --insecure for a plain-HTTP registry`;
+  }
+  return code ?? (err as Error).message;
+}
+
+export function createAgent(options: { ca?: TransportOptions['ca']; connections?: number; timeouts?: TimeoutOptions; lookup?: LookupFunction } = {}): Agent {
   const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
   return new Agent({
     connections: options.connections ?? 16,
@@ -119,7 +157,7 @@ export function createAgent(options: { ca?: TransportOptions['ca']; connections?
     keepAliveMaxTimeout: 300_000,
     headersTimeout: timeouts.headersMs,
     bodyTimeout: timeouts.bodyIdleMs,
-    connect: { timeout: timeouts.connectMs, ...(options.ca ? { ca: options.ca } : {}) },
+    connect: { timeout: timeouts.connectMs, ...(options.ca ? { ca: trustedCertificates(options.ca) } : {}), ...(options.lookup ? { lookup: options.lookup } : {}) },
   });
 }
 
@@ -140,7 +178,7 @@ export class Transport {
     this.timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.retry = resolveRetry(options.retry);
     this.ownsDispatcher = !options.dispatcher;
-    this.dispatcher = options.dispatcher ?? createAgent({ ca: options.ca, connections: options.connections, timeouts: this.timeouts });
+    this.dispatcher = options.dispatcher ?? createAgent({ ca: options.ca, connections: options.connections, timeouts: this.timeouts, lookup: (options.guard ?? metadataGuard).lookup });
     this.auth = new Authenticator({
       registry,
       credentials: options.credentials ?? anonymous,
@@ -210,7 +248,7 @@ export class Transport {
           await sleep(backoffDelay(attempt, this.retry), options.signal);
           continue;
         }
-        throw new NetworkError(`${operation}: ${method} ${redactUrl(url)} failed: ${networkErrorCode(err) ?? (err as Error).message}${attempt > 1 ? ` (after ${attempt} attempts)` : ''}`, {
+        throw new NetworkError(`${operation}: ${method} ${redactUrl(url)} failed: ${describeNetworkError(err)}${attempt > 1 ? ` (after ${attempt} attempts)` : ''}`, {
           url,
           operation,
           cause: err,
