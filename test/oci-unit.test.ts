@@ -8,7 +8,8 @@ import { pipeline } from 'node:stream/promises';
 import { digestOf, VerifyingStream } from '../lib/digest.js';
 import { DigestMismatchError, SizeMismatchError, redactUrl } from '../lib/errors.js';
 import { MediaTypes } from '../lib/manifest/media-types.js';
-import { mergeScopes } from '../lib/oci/auth.js';
+import { Authenticator, mergeScopes } from '../lib/oci/auth.js';
+import { anonymous } from '../lib/oci/credentials.js';
 import { challengeScopes, parseWwwAuthenticate, type Challenge } from '../lib/oci/challenge.js';
 import { detectManifestMediaType, manifestDigest, nextLink, schema1Payload, StreamSlicer } from '../lib/oci/client.js';
 import { parseUserPassword } from '../lib/oci/credentials.js';
@@ -159,6 +160,46 @@ describe('backoff', () => {
     assert.equal(resolved.maxAttempts, DEFAULT_RETRY.maxAttempts);
     assert.equal(resolved.baseDelayMs, 7);
   });
+});
+
+describe('Bearer token lifetime (token.md: expires_in, issued_at, 60 s by default)', () => {
+  const T0 = Date.parse('2026-12-04T12:00:00Z');
+  const iso = (ms: number): string => new Date(ms).toISOString();
+  // When the cached token stops being used: the end of its life minus a margin of a fifth of the
+  // lifetime, at most 30 s (refreshed ahead of expiry, never used in its last seconds).
+  const cases: Array<{ why: string; body: Record<string, unknown>; reusedUntil: number }> = [
+    { why: 'no expires_in: 60 s, refreshed 12 s early', body: { token: 't' }, reusedUntil: 48_000 },
+    { why: 'expires_in 300: refreshed 30 s early', body: { token: 't', expires_in: 300 }, reusedUntil: 270_000 },
+    { why: 'expires_in 10: refreshed 2 s early', body: { access_token: 't', expires_in: 10 }, reusedUntil: 8_000 },
+    { why: 'issued_at 100 s ago: the lifetime counts from then', body: { token: 't', expires_in: 300, issued_at: iso(T0 - 100_000) }, reusedUntil: 170_000 },
+    { why: 'issued_at in the future (clock skew): our own clock counts', body: { token: 't', expires_in: 300, issued_at: iso(T0 + 90_000) }, reusedUntil: 270_000 },
+    { why: 'issued_at an hour off: not trusted, our own clock counts', body: { token: 't', expires_in: 300, issued_at: iso(T0 - 3_600_000) }, reusedUntil: 270_000 },
+    { why: 'issued_at unparseable: ignored', body: { token: 't', expires_in: 300, issued_at: 'yesterday' }, reusedUntil: 270_000 },
+  ];
+  for (const c of cases) {
+    test(c.why, async () => {
+      let now = T0;
+      let fetches = 0;
+      const auth = new Authenticator({
+        registry: 'registry.example',
+        credentials: anonymous,
+        now: () => now,
+        fetchToken: async () => {
+          fetches++;
+          return { status: 200, body: JSON.stringify(c.body) };
+        },
+      });
+      const scopes = ['repository:a/b:pull'] as const;
+      await auth.challenge('Bearer realm="https://registry.example/token",service="registry.example"', scopes, { url: new URL('https://registry.example/v2/'), operation: 'test' });
+      assert.equal(fetches, 1);
+      now = T0 + c.reusedUntil - 1;
+      await auth.authorization(scopes);
+      assert.equal(fetches, 1, 'still fresh just before the margin');
+      now = T0 + c.reusedUntil;
+      await auth.authorization(scopes);
+      assert.equal(fetches, 2, 'refreshed at the margin');
+    });
+  }
 });
 
 describe('mergeScopes', () => {
