@@ -1,6 +1,14 @@
 #!/usr/bin/env node
 // The executable: kept apart from main.ts so that importing the CLI (tests) does not run it.
+import { setFlagsFromString } from 'node:v8';
 import { main, reportError } from './main.js';
+
+// undici parses HTTP with llhttp compiled to WebAssembly, once per process. V8 compiles it at
+// once with its baseline compiler and then again, in the background, with the optimising one,
+// and a process cannot exit before that second compilation ends: 100-200 ms at the end of every
+// command on two cores, more than a no-op copy's two requests take. The baseline code parses
+// headers at the same speed where it matters here (bodies pass through it in one call per chunk).
+setFlagsFromString('--liftoff-only');
 
 main(process.argv.slice(2)).then(
   (code) => {

@@ -12,7 +12,6 @@
  *   explicitly allowed for that registry; any other realm is asked anonymously;
  * - nothing secret is ever put into an error message.
  */
-import { z } from 'zod';
 import { AuthError, errorMessage } from '../errors.js';
 import { challengeScopes, parseWwwAuthenticate } from './challenge.js';
 import type { CredentialProvider, Credentials } from './credentials.js';
@@ -63,15 +62,28 @@ interface CachedToken {
 /** Default lifetime when a token response has no expires_in (token.md: "defaults to 60 seconds"). */
 const DEFAULT_TOKEN_LIFETIME_S = 60;
 
-const TokenResponse = z
-  .object({
-    token: z.string().min(1).optional(),
-    access_token: z.string().min(1).optional(),
-    expires_in: z.number().positive().optional(),
-    issued_at: z.string().optional(),
-  })
-  .loose()
-  .refine((v) => v.token !== undefined || v.access_token !== undefined, 'has neither token nor access_token');
+interface TokenResponse {
+  token?: string;
+  access_token?: string;
+  expires_in?: number;
+  issued_at?: string;
+}
+
+/**
+ * A token response (token.md: `token` and/or `access_token`, optional `expires_in` and
+ * `issued_at`; other fields ignored), or undefined when it is not one. Checked by hand rather than
+ * with a schema library: this runs on every CLI start that meets a token realm, where loading one
+ * costs more than the whole copy of a small image.
+ */
+export function parseTokenResponse(json: unknown): TokenResponse | undefined {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) return undefined;
+  const { token, access_token, expires_in, issued_at } = json as Record<string, unknown>;
+  const optionalToken = (v: unknown): boolean => v === undefined || (typeof v === 'string' && v.length > 0);
+  if (!optionalToken(token) || !optionalToken(access_token) || (token === undefined && access_token === undefined)) return undefined;
+  if (expires_in !== undefined && !(typeof expires_in === 'number' && Number.isFinite(expires_in) && expires_in > 0)) return undefined;
+  if (issued_at !== undefined && typeof issued_at !== 'string') return undefined;
+  return json as TokenResponse;
+}
 
 export class Authenticator {
   private readonly options: AuthenticatorOptions;
@@ -236,10 +248,13 @@ export class Authenticator {
     if (answer.status < 200 || answer.status >= 300) {
       throw new AuthError(`token server ${realm.origin} answered ${answer.status}${foreign}`, { url: realm, status: answer.status, retryable: answer.status >= 500 || answer.status === 429 });
     }
-    let parsed: z.infer<typeof TokenResponse>;
+    let parsed: TokenResponse | undefined;
     try {
-      parsed = TokenResponse.parse(JSON.parse(answer.body));
+      parsed = parseTokenResponse(JSON.parse(answer.body));
     } catch {
+      parsed = undefined;
+    }
+    if (!parsed) {
       throw new AuthError(`token server ${realm.origin} answered something that is not a token response`, { url: realm, status: answer.status });
     }
     const token = (parsed.token ?? parsed.access_token) as string;

@@ -7,7 +7,6 @@ import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { z } from 'zod';
 import { ErrorCodes, OciRelayError } from '../errors.js';
 import { DOCKER_HUB_REGISTRY, normaliseRegistry } from '../ref/index.js';
 
@@ -76,13 +75,38 @@ function safeNormalise(host: string): string {
 // the helper for every other host. Helpers are `docker-credential-<name>` programs speaking the
 // credential-helper protocol: `get` with the server URL on stdin, JSON {Username, Secret} on stdout.
 
-const DockerConfigSchema = z.object({
-  auths: z.record(z.string(), z.object({ auth: z.string().optional(), username: z.string().optional(), password: z.string().optional(), identitytoken: z.string().optional(), registrytoken: z.string().optional() }).loose()).optional(),
-  credHelpers: z.record(z.string(), z.string()).optional(),
-  credsStore: z.string().optional(),
-}).loose();
+interface DockerConfig {
+  auths?: Record<string, { auth?: string; username?: string; password?: string; identitytoken?: string; registrytoken?: string }>;
+  credHelpers?: Record<string, string>;
+  credsStore?: string;
+}
 
-type DockerConfig = z.infer<typeof DockerConfigSchema>;
+const AUTH_ENTRY_FIELDS = ['auth', 'username', 'password', 'identitytoken', 'registrytoken'] as const;
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * What is wrong with a parsed config.json, as `path message`, or undefined when the fields
+ * ocirelay reads have the types Docker gives them (every other field is left alone). Checked by
+ * hand, not with a schema library, because every CLI start reads this file.
+ */
+export function dockerConfigProblem(json: unknown): string | undefined {
+  if (!isPlainObject(json)) return '(top level) expected an object';
+  const { auths, credHelpers, credsStore } = json;
+  if (auths !== undefined) {
+    if (!isPlainObject(auths)) return 'auths expected an object';
+    for (const [host, entry] of Object.entries(auths)) {
+      if (!isPlainObject(entry)) return `auths.${host} expected an object`;
+      for (const field of AUTH_ENTRY_FIELDS) if (entry[field] !== undefined && typeof entry[field] !== 'string') return `auths.${host}.${field} expected a string`;
+    }
+  }
+  if (credHelpers !== undefined) {
+    if (!isPlainObject(credHelpers)) return 'credHelpers expected an object';
+    for (const [host, helper] of Object.entries(credHelpers)) if (typeof helper !== 'string') return `credHelpers.${host} expected a string`;
+  }
+  if (credsStore !== undefined && typeof credsStore !== 'string') return 'credsStore expected a string';
+  return undefined;
+}
 
 export interface DockerConfigOptions {
   /** The directory holding config.json; default `$DOCKER_CONFIG`, else `~/.docker`. */
@@ -110,9 +134,9 @@ export function dockerConfigCredentials(options: DockerConfigOptions = {}): Cred
         } catch {
           throw new OciRelayError(ErrorCodes.Config, `${path} is not valid JSON`);
         }
-        const parsed = DockerConfigSchema.safeParse(json);
-        if (!parsed.success) throw new OciRelayError(ErrorCodes.Config, `${path} is not a valid Docker config: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}`);
-        return parsed.data;
+        const problem = dockerConfigProblem(json);
+        if (problem) throw new OciRelayError(ErrorCodes.Config, `${path} is not a valid Docker config: ${problem}`);
+        return json as DockerConfig;
       },
       (err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT') return undefined;
@@ -185,7 +209,6 @@ function findAuthEntry(config: DockerConfig, registry: string): Credentials | un
   return undefined;
 }
 
-const HelperAnswer = z.object({ Username: z.string().optional(), Secret: z.string() }).loose();
 
 /**
  * Runs `docker-credential-<name> get`. A helper that has nothing for the host exits non-zero with
@@ -217,10 +240,14 @@ export function runCredentialHelper(name: string, server: string, timeoutMs: num
         reject(new OciRelayError(ErrorCodes.Config, `credential helper ${program} exited with ${signal ?? code}`));
         return;
       }
-      let answer: z.infer<typeof HelperAnswer>;
+      let answer: { Username?: string; Secret: string } | undefined;
       try {
-        answer = HelperAnswer.parse(JSON.parse(stdout));
+        const json: unknown = JSON.parse(stdout);
+        if (isPlainObject(json) && typeof json.Secret === 'string' && (json.Username === undefined || typeof json.Username === 'string')) answer = json as typeof answer;
       } catch {
+        answer = undefined;
+      }
+      if (!answer) {
         reject(new OciRelayError(ErrorCodes.Config, `credential helper ${program} answered something that is not {Username, Secret} JSON`));
         return;
       }
