@@ -81,6 +81,8 @@ export interface FaultProxyOptions {
   bufferRequests?: boolean;
   /** Called when a request arrives, before anything is decided. */
   onRequest?: (req: FaultRequest) => void;
+  /** Called when an exchange is over: its answer complete, or its connection cut. */
+  onAnswered?: (exchange: Exchange) => void;
   /**
    * Awaited before a request is forwarded, with its whole body (empty unless bodies are buffered).
    * A gate, a check at the exact moment a request reaches the registry. A throw answers 500.
@@ -192,6 +194,11 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
     return { kind, at: random() };
   };
 
+  const settle = (exchange: Exchange): void => {
+    exchange.answeredSeq = ++seq;
+    options.onAnswered?.(exchange);
+  };
+
   const record = (exchange: Exchange, fault: Fault): void => {
     exchange.fault = fault;
     exchange.applied = true;
@@ -204,7 +211,7 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
     res.end(exchange.method === 'HEAD' ? undefined : bytes);
     exchange.status = status;
     exchange.responseBytes = exchange.method === 'HEAD' ? 0 : bytes.length;
-    exchange.answeredSeq = ++seq;
+    settle(exchange);
   };
 
   const forwardHeaders = (req: IncomingMessage, body?: Buffer): OutgoingHttpHeaders => {
@@ -235,7 +242,7 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
       upstream.on('error', () => res.destroy());
       res.on('finish', () => {
         exchange.status = status;
-        exchange.answeredSeq = ++seq;
+        settle(exchange);
       });
       return;
     }
@@ -264,7 +271,7 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
       if (done) return;
       done = true;
       upstream.destroy();
-      exchange.answeredSeq = ++seq;
+      settle(exchange);
       if (close === 'reset') socket.resetAndDestroy();
       else if (close === 'end' || close === 'complete-then-close') socket.end();
       // 'stall': leave the connection open and silent; the client's idle timeout closes it.
@@ -341,7 +348,7 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
       });
       if (!complete) {
         req.socket.resetAndDestroy();
-        exchange.answeredSeq = ++seq;
+        settle(exchange);
         return;
       }
       body = Buffer.concat(chunks);
@@ -391,7 +398,7 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
       upstreamReq.write(chunk.subarray(0, room), () => {
         upstreamReq.destroy();
         req.socket.resetAndDestroy();
-        exchange.answeredSeq = ++seq;
+        settle(exchange);
       });
     });
   };
