@@ -62,9 +62,12 @@ export type Manifest = IndexManifest | ImageManifest | Schema1Manifest;
 /** Parses manifest bytes of a known media type, validating every descriptor it holds. */
 export function parseManifest(bytes: Uint8Array, mediaType: string, context: ErrorContext = {}): Manifest {
   const prefix = context.operation ? `${context.operation}: ` : '';
+  const text = Buffer.from(bytes).toString('utf8');
+  // JSON.parse copes with any depth, but JSON.stringify (every rewrite) overflows the stack on it.
+  if (jsonDepthExceeds(text, MAX_JSON_DEPTH)) throw new ManifestError(`${prefix}manifest JSON is nested more than ${MAX_JSON_DEPTH} levels deep`, context);
   let json: unknown;
   try {
-    json = JSON.parse(Buffer.from(bytes).toString('utf8'));
+    json = JSON.parse(text);
   } catch {
     throw new ManifestError(`${prefix}manifest is not valid JSON`, context);
   }
@@ -103,6 +106,26 @@ export function parseManifest(bytes: Uint8Array, mediaType: string, context: Err
     };
   }
   throw new ManifestError(`${prefix}unsupported manifest media type ${JSON.stringify(mediaType)}`, context);
+}
+
+/** Deeper than any manifest needs (real ones nest 4 or 5 levels); the limit keeps rewrites off the stack's edge. */
+export const MAX_JSON_DEPTH = 100;
+
+/** True when JSON text opens more than `max` arrays/objects at once (strings skipped); linear, no parse. */
+export function jsonDepthExceeds(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
 }
 
 function descriptorAt(value: unknown, where: string, prefix: string, context: ErrorContext): Descriptor {

@@ -44,8 +44,90 @@ function validRegex(pattern: string): boolean {
   }
 }
 
+/** Unbounded repetitions allowed in one tag pattern: four keep the worst case near 128^4 steps on a tag. */
+const MAX_UNBOUNDED_REPETITIONS = 4;
+
+/**
+ * Why a tag pattern could take exponential (or high-polynomial) time on a hostile tag, or
+ * undefined. JavaScript regular expressions backtrack and cannot be interrupted, and tags come
+ * from webhooks and registries, so what could hang ingress or sync is refused when the rules are
+ * loaded: a backreference, an unbounded repetition of a group that itself repeats (`(a+)+`) or
+ * alternates (`(a|aa)*`), and more than four unbounded repetitions in all (`.*.*.*.*.*x`).
+ * A conservative check: a few safe patterns are refused too, and the message says how to write them.
+ */
+export function regexHazard(pattern: string): string | undefined {
+  interface Group {
+    repeats: boolean;
+    alternates: boolean;
+  }
+  const stack: Group[] = [{ repeats: false, alternates: false }];
+  let unbounded = 0;
+  let last: Group | 'atom' | undefined; // what a quantifier would apply to
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i] as string;
+    const top = stack[stack.length - 1] as Group;
+    if (c === '\\') {
+      const next = pattern[i + 1] ?? '';
+      if (/[1-9]/.test(next) || (next === 'k' && pattern[i + 2] === '<')) return 'is refused: a backreference can take exponential time to match';
+      i++;
+      last = 'atom';
+    } else if (c === '[') {
+      let j = i + 1;
+      if (pattern[j] === '^') j++;
+      if (pattern[j] === ']') j++;
+      while (j < pattern.length && pattern[j] !== ']') j += pattern[j] === '\\' ? 2 : 1;
+      i = j;
+      last = 'atom';
+    } else if (c === '(') {
+      if (pattern[i + 1] === '?') {
+        const prefix = /^\?(?::|=|!|<=|<!|<[A-Za-z_$][\w$]*>)/.exec(pattern.slice(i + 1));
+        i += prefix ? prefix[0].length : 1;
+      }
+      stack.push({ repeats: false, alternates: false });
+      last = undefined;
+    } else if (c === ')' && stack.length > 1) {
+      const group = stack.pop() as Group;
+      const parent = stack[stack.length - 1] as Group;
+      if (group.repeats) parent.repeats = true;
+      last = group;
+    } else if (c === '|') {
+      top.alternates = true;
+      last = undefined;
+    } else if (c === '*' || c === '+' || c === '?' || (c === '{' && /^\{\d+(,\d*)?\}/.test(pattern.slice(i)))) {
+      let max = c === '?' ? 1 : Infinity;
+      if (c === '{') {
+        const [, low, comma, high] = /^\{(\d+)(,(\d*))?\}/.exec(pattern.slice(i)) as RegExpExecArray;
+        max = comma === undefined ? Number(low) : high ? Number(high) : Infinity;
+        i = pattern.indexOf('}', i);
+      }
+      if (pattern[i + 1] === '?') i++; // lazy
+      if (max > 16) {
+        unbounded++;
+        if (last !== undefined && last !== 'atom') {
+          if (last.repeats) return 'is refused: nested repetition (like (a+)+) can take exponential time to match; repeat the inner part only';
+          if (last.alternates) return 'is refused: it repeats an alternation (like (a|aa)*), which can take exponential time to match; list the alternatives without repeating them';
+        }
+      }
+      if (max > 1) top.repeats = true;
+      last = undefined;
+    } else {
+      last = 'atom';
+    }
+  }
+  if (unbounded > MAX_UNBOUNDED_REPETITIONS) return `is refused: more than ${MAX_UNBOUNDED_REPETITIONS} unbounded repetitions (*, +, {n,}) can take too long to match`;
+  return undefined;
+}
+
 const glob = z.string().min(1).max(256).regex(/^[A-Za-z0-9._\-/*?]+$/, 'may hold only repository characters and the wildcards * and ?');
-const regex = z.string().min(1).max(512).refine(validRegex, 'is not a valid regular expression');
+const regex = z
+  .string()
+  .min(1)
+  .max(512)
+  .refine(validRegex, 'is not a valid regular expression')
+  .superRefine((pattern, ctx) => {
+    const hazard = validRegex(pattern) ? regexHazard(pattern) : undefined;
+    if (hazard) ctx.addIssue({ code: 'custom', message: hazard });
+  });
 
 const repositoryPath = (what: string) =>
   z.string().min(1).superRefine((value, ctx) => {

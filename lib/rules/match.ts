@@ -32,10 +32,33 @@ export function joinPath(prefix: string, relative: string): string {
   return [prefix, relative].filter(Boolean).join('/');
 }
 
-/** `*` any run of characters, `?` one character; anchored. */
+/**
+ * `*` any run of characters, `?` one character; anchored. Matched without a regular expression:
+ * `a*a*a*…b` as a regex backtracks exponentially on a long name, here it costs at most
+ * pattern × value steps (each star is retried from one place only).
+ */
 export function globMatches(pattern: string, value: string): boolean {
-  const source = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
-  return new RegExp(`^${source}$`).test(value);
+  let p = 0;
+  let v = 0;
+  let star = -1;
+  let resume = 0;
+  while (v < value.length) {
+    const c = pattern[p];
+    if (c === '*') {
+      star = p++;
+      resume = v;
+    } else if (c !== undefined && (c === '?' || c === value[v])) {
+      p++;
+      v++;
+    } else if (star >= 0) {
+      p = star + 1;
+      v = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (pattern[p] === '*') p++;
+  return p === pattern.length;
 }
 
 export function repositoryAllowed(rule: Rule, repository: string, relative: string): boolean {
