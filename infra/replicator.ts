@@ -167,9 +167,10 @@ export interface OciReplicatorProps {
  * 1000 would do) and leaves most of an account's default 1000 Lambda concurrency alone. An export
  * streams a whole image for minutes and runs one record at a time: batches of 1, 5 at a time.
  *
- * Redrive: commit tasks wait for their blobs by being made visible again later (the barrier:
- * ChangeMessageVisibility with a growing backoff), and transient registry errors are retried the
- * same way, so the work queue allows 10 receives before the dead-letter queue; an export that
+ * Redrive: transient registry errors are retried by making the message visible again later
+ * (ChangeMessageVisibility with a growing backoff), so the work queue allows 10 receives before
+ * the dead-letter queue; commit tasks waiting for their blobs re-send themselves as new delayed
+ * messages (no receive used; their own 24-hour deadline bounds them); an export that
  * failed three times will not succeed the fourth. Invalid and permanently failed messages skip
  * the retries: the handlers send them to the dead-letter queue at once (WORK_DLQ_URL).
  */
@@ -232,7 +233,7 @@ export const ECR_CREATE_ACTIONS = ['ecr:DescribeRepositories', 'ecr:CreateReposi
  *   its failed invocations go to the failed-requests queue; ECR pull and push (the blobs it
  *   generates, e.g. a converted schema-1 config) and, with `ecrCreateRepositories`, describe and
  *   create repositories; read the registry secrets.
- * - worker: consume the work queue (and change visibility: barrier backoff); send to the work,
+ * - worker: consume the work queue (and change visibility: retry backoff); send to the work,
  *   export and work dead-letter queues; ECR pull and push; read the registry secrets.
  * - export: consume the export queue; send to its dead-letter queue; write and read the export
  *   bucket(s); ECR pull; read the registry secrets.
@@ -398,8 +399,8 @@ export class OciReplicator extends Construct {
       onFailure: new destinations.SqsDestination(this.failedRequests.queue),
     });
 
-    // Queues: fan-out enqueues; the worker enqueues follow-ups and exports and delays barrier
-    // tasks (sqs:ChangeMessageVisibility, part of grantConsumeMessages); both consumers send what
+    // Queues: fan-out enqueues; the worker enqueues follow-ups, waiting commits and exports, and
+    // delays retried tasks (sqs:ChangeMessageVisibility, part of grantConsumeMessages); both consumers send what
     // cannot succeed to their dead-letter queue at once.
     this.workQueue.queue.grantSendMessages(this.fanout.role);
     this.exportQueue.queue.grantSendMessages(this.fanout.role);

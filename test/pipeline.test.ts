@@ -14,7 +14,8 @@ import { SqsQueue } from '../lib/aws/sqs-queue.js';
 import { BlobLocations } from '../lib/engine/execute.js';
 import { RegistryPool } from '../lib/engine/registries.js';
 import { InProcessInvoker } from '../lib/ports/invoker.js';
-import { createExportHandler, createFanoutHandler, createWorkerHandler, type SqsBatchResponse, type SqsEvent, type LambdaContext } from '../lib/pipeline/handlers.js';
+import { EmbeddedPipeline } from '../lib/pipeline/embedded.js';
+import { createExportHandler, createFanoutHandler, createWorkerHandler, DEFAULT_COMMIT_WAIT_SECONDS, type SqsBatchResponse, type SqsEvent, type LambdaContext } from '../lib/pipeline/handlers.js';
 import { createIngressHandler, ReplayCache, type IngressEnv } from '../lib/pipeline/ingress.js';
 import { PROTOCOL_VERSION, serialise, type ReplicationRequest } from '../lib/pipeline/messages.js';
 import type { PipelineEnv } from '../lib/pipeline/stages.js';
@@ -221,15 +222,15 @@ describe('pipeline end to end', () => {
     assert.deepEqual(await dlqBodies(work.dlqUrl as string), []);
   });
 
-  test('a commit arriving before its blobs waits (backoff) and then succeeds', async () => {
+  test('a commit that waits longer than the queue\'s receive limit is re-sent with its attempt count, then succeeds', async () => {
     const real = new SqsQueue(sqs.client, work.url);
     let holding = true;
     const held: string[] = [];
     const holdingQueue = {
-      send: async (bodies: readonly string[]) => {
+      send: async (bodies: readonly string[], options?: { delaySeconds?: number }) => {
         const commits = bodies.filter((b) => JSON.parse(b).type === 'commit');
         if (holding) held.push(...bodies.filter((b) => JSON.parse(b).type !== 'commit'));
-        await real.send(holding ? commits : bodies);
+        await real.send(holding ? commits : bodies, options);
       },
       retryLater: (handle: string, seconds: number) => real.retryLater(handle, seconds),
     };
@@ -241,19 +242,83 @@ describe('pipeline end to end', () => {
       await env.fanout.invokeAsync(serialise(request(`${src.host}/app/late:v1`, `${dst.host}/mirror/late:v1`)));
       await (env.fanout as InProcessInvoker).idle();
       assert.ok(held.length > 0, 'fan-out enqueued blob tasks');
-      const worker = createWorkerHandler(() => env, { backoffSeconds: () => 1 });
-      const records = await receiveRecords(sqs.client, work, { max: 10 });
-      assert.deepEqual(records.map((r) => JSON.parse(r.body).type), ['commit']);
-      const first = await worker({ Records: records }, { getRemainingTimeInMillis: () => 900_000 });
-      assert.equal(first.batchItemFailures.length, 1, 'the commit is reported as not done');
-      assert.equal(metrics.totals.get('CommitsNotReady'), 1);
+      const worker = createWorkerHandler(() => env, { backoffSeconds: () => 0 });
+      // The work queue dead-letters after 5 receives: wait through 8 attempts.
+      const deadlines = new Set<number>();
+      for (let attempt = 1; attempt <= 8; attempt++) {
+        const records = await receiveRecords(sqs.client, work, { max: 10, waitSeconds: 1 });
+        assert.deepEqual(records.map((r) => JSON.parse(r.body).type), ['commit']);
+        const [record] = records as [SqsLambdaRecord];
+        assert.equal(record.attributes.ApproximateReceiveCount, '1', 'each wait is a new message, not a redelivery');
+        const task = JSON.parse(record.body) as { wait?: { attempt: number; deadline: number } };
+        assert.equal(task.wait?.attempt ?? 0, attempt - 1);
+        if (task.wait) deadlines.add(task.wait.deadline);
+        const response = await worker({ Records: records }, { getRemainingTimeInMillis: () => 900_000 });
+        assert.deepEqual(response.batchItemFailures, [], 'the waiting commit replaced itself: the delivered copy is deleted');
+        await deleteSucceeded(sqs.client, work, records, response.batchItemFailures);
+      }
+      assert.equal(deadlines.size, 1, 'the overall deadline is set once, at the first wait, and carried');
+      const [deadline] = [...deadlines] as [number];
+      assert.ok(Math.abs(deadline - (Date.now() + DEFAULT_COMMIT_WAIT_SECONDS * 1000)) < 5 * 60_000, 'the deadline is the documented 24 hours away');
+      assert.equal(metrics.totals.get('CommitsNotReady'), 8);
+      assert.deepEqual(await dlqBodies(work.dlqUrl as string), []);
       holding = false;
       await real.send(held);
       await drain({ worker });
       assert.ok((await inspectRaw(`${dst.host}/mirror/late:v1`)).equals(img.manifest));
+      assert.deepEqual(await dlqBodies(work.dlqUrl as string), []);
     } finally {
       env = saved;
     }
+  });
+
+  test('a commit whose blob failed for good ends in the dead-letter queue once its deadline has passed', async () => {
+    const img = await pushTestImage(src.host, 'app/gone', 'v1', { layers: [{ bytes: tarOf({ gone: randomBytes(5000) }) }] });
+    const layer = img.layers[0]?.digest as string;
+    // The layer disappears from the source after the push: its blob task can never succeed.
+    const deleted = await fetch(`http://${src.host}/v2/app/gone/blobs/${layer}`, { method: 'DELETE' });
+    assert.equal(deleted.status, 202);
+    let clock = Date.now();
+    const saved = env;
+    env = makeEnv({ now: () => clock });
+    const worker = createWorkerHandler(() => env, { backoffSeconds: () => 0 });
+    try {
+      await env.fanout.invokeAsync(serialise(request(`${src.host}/app/gone:v1`, `${dst.host}/mirror/gone:v1`)));
+      await (env.fanout as InProcessInvoker).idle();
+      const dead: string[] = [];
+      for (let round = 0; round < 20 && !dead.some((b) => JSON.parse(b).type === 'commit'); round++) {
+        const records = await receiveRecords(sqs.client, work, { max: 10, waitSeconds: 1 });
+        if (records.length) {
+          const response = await worker({ Records: records }, { getRemainingTimeInMillis: () => 900_000 });
+          await deleteSucceeded(sqs.client, work, records, response.batchItemFailures);
+        }
+        dead.push(...(await dlqBodies(work.dlqUrl as string)));
+        clock += 6 * 60 * 60_000; // six hours pass between rounds
+      }
+      const types = dead.map((b) => JSON.parse(b).type).sort();
+      assert.deepEqual(types, ['blob', 'commit'], 'the blob task failed for good, the commit gave up at its deadline');
+      const commit = JSON.parse(dead.find((b) => JSON.parse(b).type === 'commit') as string) as { wait: { attempt: number; deadline: number } };
+      assert.ok(commit.wait.attempt >= 3, `waited ${commit.wait.attempt} times`);
+      assert.ok(logs.some((l) => l.message === 'commit gave up waiting for its content; sent to the dead-letter queue' && l.task === 'commit' && l.image === `${dst.host}/mirror/gone:v1`));
+      assert.equal(await queueDepth(sqs.client, work.url), 0);
+      assert.equal(await inspectRaw(`${dst.host}/mirror/gone:v1`).then(() => 'present', () => 'absent'), 'absent', 'nothing was committed');
+    } finally {
+      env = saved;
+    }
+  });
+
+  test('embedded runtime: a commit whose content can no longer come is dead-lettered once only waiting commits are left', async () => {
+    const img = await pushTestImage(src.host, 'app/gone-embedded', 'v1', { layers: [{ bytes: tarOf({ gone: randomBytes(3000) }) }] });
+    const deleted = await fetch(`http://${src.host}/v2/app/gone-embedded/blobs/${img.layers[0]?.digest}`, { method: 'DELETE' });
+    assert.equal(deleted.status, 202);
+    const pipeline = new EmbeddedPipeline({ registries: pool, store: new S3ArchiveStore({ client: s3client }), maxReceiveCount: 2, backoffSeconds: () => 0.02, commitGiveUpAfterMs: 300 });
+    await pipeline.submit(request(`${src.host}/app/gone-embedded:v1`, `${dst.host}/mirror/gone-embedded:v1`));
+    await pipeline.drain();
+    const dead = pipeline.deadLetters.bodies().map((b) => JSON.parse(b) as { type: string; wait?: { attempt: number } });
+    assert.deepEqual(dead.map((t) => t.type).sort(), ['blob', 'commit']);
+    const commit = dead.find((t) => t.type === 'commit');
+    assert.ok((commit?.wait?.attempt ?? 0) > 2, `the commit waited past the queue's receive limit (${commit?.wait?.attempt} attempts) before giving up`);
+    assert.equal(pipeline.work.deadLetters.length, 0, 'nothing was dead-lettered by the receive count');
   });
 
   test('a large blob continues across invocations from the upload session and arrives intact', async () => {

@@ -29,6 +29,12 @@ export interface EmbeddedOptions {
   maxReceiveCount?: number;
   /** Backoff for not-ready commits and retries, in seconds. Default 0.05·2^n, at most 5 s: in one process the wait is for sibling tasks, not for other machines. */
   backoffSeconds?: (receiveCount: number) => number;
+  /**
+   * A commit not ready once nothing but waiting commits has been left in the work queue, with no
+   * fan-out running and no commit done, for this long can never be: it is dead-lettered.
+   * Default 30 s (six of the longest default backoffs: time for child manifests to commit).
+   */
+  commitGiveUpAfterMs?: number;
   /** Time budget of one task invocation. Default 15 minutes, as a Lambda's. */
   invocationMs?: number;
   /** Environment overrides (thresholds, chunk sizes) for the stages. */
@@ -70,7 +76,7 @@ export class EmbeddedPipeline {
       ...options.env,
     };
     const backoffSeconds = options.backoffSeconds ?? ((n: number) => Math.min(5, 0.05 * 2 ** n));
-    this.worker = createWorkerHandler(() => this.env, { backoffSeconds });
+    this.worker = createWorkerHandler(() => this.env, { backoffSeconds, commitGiveUp: () => this.commitsStalled() });
     this.exporter = createExportHandler(() => this.env, { backoffSeconds });
   }
 
@@ -106,6 +112,28 @@ export class EmbeddedPipeline {
     this.exports.wake();
   }
 
+  private stalledSince: number | undefined;
+  private stalledSize = 0;
+
+  /**
+   * In one process the runtime knows when a waiting commit's content can no longer come: nothing
+   * but commits is left in the work queue (no image or blob task, no fan-out running) and none of
+   * them has committed for `commitGiveUpAfterMs` (a commit done shrinks the queue; a commit that
+   * waits replaces itself).
+   */
+  private commitsStalled(): boolean {
+    const now = Date.now();
+    const bodies = this.work.bodies();
+    const onlyCommits = this.fanout.pendingCount === 0 && bodies.every((body) => isCommit(body));
+    if (!onlyCommits) {
+      this.stalledSince = undefined;
+      return false;
+    }
+    if (this.stalledSince === undefined || bodies.length < this.stalledSize) this.stalledSince = now;
+    this.stalledSize = bodies.length;
+    return now - this.stalledSince >= (this.options.commitGiveUpAfterMs ?? 30_000);
+  }
+
   private busy(): boolean {
     return this.work.size > 0 || this.exports.size > 0 || this.fanout.pendingCount > 0;
   }
@@ -130,6 +158,14 @@ export class EmbeddedPipeline {
       const failed = new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
       for (const d of deliveries) if (!failed.has(d.messageId)) queue.delete(d.receiptHandle);
     }
+  }
+}
+
+function isCommit(body: string): boolean {
+  try {
+    return (JSON.parse(body) as { type?: unknown }).type === 'commit';
+  } catch {
+    return false;
   }
 }
 

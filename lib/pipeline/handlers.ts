@@ -6,15 +6,18 @@
  * Failure policy per record:
  * - invalid message (bad JSON, unknown version or type, bad field): logged with its reason and
  *   sent to the dead-letter queue at once — retrying cannot fix it;
- * - a commit whose content is not all there yet: made visible again after a backoff
- *   (visibility timeout), reported as a batch item failure;
+ * - a commit whose content is not all there yet: sent again as a new message, delayed by a
+ *   backoff and carrying its attempt count and overall deadline; the delivered one is deleted
+ *   (reported as done), so that waiting, however long, never uses up the queue's receive count.
+ *   Past the deadline (default 24 hours from its first wait, or when `commitGiveUp` says the
+ *   content can no longer come) it goes to the dead-letter queue;
  * - a retryable failure (network, throttling, 5xx): the same backoff, then redelivery, until the
  *   queue's maxReceiveCount moves it to the dead-letter queue;
  * - a permanent failure (digest mismatch, 4xx, invalid manifest): logged and dead-lettered at once.
  */
 import pLimit from 'p-limit';
-import { errorMessage, OciRelayError } from '../errors.js';
-import { InvalidMessageError, parseRequest, parseTask, type Task } from './messages.js';
+import { errorMessage, OciRelayError, RegistryError } from '../errors.js';
+import { InvalidMessageError, parseRequest, parseTask, serialise, type Task } from './messages.js';
 import { fanOut, NotReadyError, runBlobTask, runCommitTask, runExportTask, runImageTask, type PipelineEnv } from './stages.js';
 import { errorFields, type Logger } from './telemetry.js';
 
@@ -47,7 +50,17 @@ export interface HandlerOptions {
   marginMs?: number;
   /** Seconds before a not-ready commit or a failed task is delivered again. Default 2^(n+1), at most 900. */
   backoffSeconds?: (receiveCount: number) => number;
+  /** How long a commit may wait for its content in all, from its first wait. Default 24 hours. */
+  commitWaitSeconds?: number;
+  /**
+   * Asked when a commit is not ready: true when its content can no longer come (the embedded
+   * runtime knows when nothing but waiting commits is left), which dead-letters it at once.
+   */
+  commitGiveUp?: () => boolean;
 }
+
+/** The default overall deadline of a waiting commit (see docs/PIPELINE.md). */
+export const DEFAULT_COMMIT_WAIT_SECONDS = 24 * 60 * 60;
 
 export const defaultBackoff = (receiveCount: number): number => Math.min(900, 2 ** (receiveCount + 1));
 
@@ -82,6 +95,17 @@ async function runTask(task: Task, env: PipelineEnv, deadline: number, log: Logg
       return;
     }
   }
+}
+
+/**
+ * Whether redelivering the task may help. The client does not repeat a 500 itself (it may be the
+ * registry's word on this request), but at the task level a 5xx is worth the backoff: registries
+ * answer 500 to races (distribution, on a HEAD during a concurrent PUT of the same manifest), and
+ * maxReceiveCount bounds the retries.
+ */
+function retryableTask(err: unknown): boolean {
+  if (err instanceof RegistryError) return err.retryable || err.status >= 500;
+  return err instanceof OciRelayError ? err.retryable : true;
 }
 
 function taskFields(task: Task): Record<string, unknown> {
@@ -126,16 +150,30 @@ export function createQueueHandler(getEnv: EnvSource, pick: (env: PipelineEnv) =
           try {
             await runTask(task, env, deadline, log);
           } catch (err) {
-            if (err instanceof NotReadyError) {
+            if (err instanceof NotReadyError && task.type === 'commit') {
               env.metrics.add('CommitsNotReady');
-              const seconds = backoff(receiveCount);
-              log.info('commit waits for its content', { missing: err.missing.length, retryInSeconds: seconds });
-              await queue.retryLater(record.receiptHandle, seconds).catch((e: unknown) => log.warn('could not delay the retry', errorFields(e)));
-              failures.push({ itemIdentifier: record.messageId });
+              const attempt = (task.wait?.attempt ?? 0) + 1;
+              const waitUntil = task.wait?.deadline ?? now() + (options.commitWaitSeconds ?? DEFAULT_COMMIT_WAIT_SECONDS) * 1000;
+              if (now() >= waitUntil || options.commitGiveUp?.()) {
+                env.metrics.add('TaskFailures');
+                log.error('commit gave up waiting for its content; sent to the dead-letter queue', { ...errorFields(err), missing: err.missing, attempt, deadline: new Date(waitUntil).toISOString() });
+                await env.deadLetters.send([record.body]);
+                return;
+              }
+              const seconds = backoff(attempt);
+              try {
+                await queue.send([serialise({ ...task, wait: { attempt, deadline: waitUntil } })], { delaySeconds: seconds });
+                log.info('commit waits for its content', { missing: err.missing.length, attempt, retryInSeconds: seconds, deadline: new Date(waitUntil).toISOString() });
+              } catch (e) {
+                // Could not re-send: fall back to redelivering this message (uses a receive).
+                log.warn('could not re-send the waiting commit; it is redelivered instead', errorFields(e));
+                await queue.retryLater(record.receiptHandle, seconds).catch((e2: unknown) => log.warn('could not delay the retry', errorFields(e2)));
+                failures.push({ itemIdentifier: record.messageId });
+              }
               return;
             }
             env.metrics.add('TaskFailures');
-            const retryable = err instanceof OciRelayError ? err.retryable : true;
+            const retryable = retryableTask(err);
             if (!retryable) {
               log.error('task failed permanently; sent to the dead-letter queue', errorFields(err));
               await env.deadLetters.send([record.body]);

@@ -139,6 +139,12 @@ export const CommitTaskSchema = z
     tags: z.array(z.string().min(1).max(128)).max(16).default([]),
     /** After the commit, enqueue this export (the request asked for one). */
     export: ExportSpecSchema.optional(),
+    /**
+     * Set once the commit has found its content incomplete: the not-ready commit is sent again
+     * as a new, delayed message carrying how often it has waited and until when it may (ms since
+     * the epoch), so that waiting never uses up the queue's receive count.
+     */
+    wait: z.object({ attempt: z.number().int().positive().max(1_000_000), deadline: z.number().int().positive() }).strict().optional(),
   })
   .strict();
 

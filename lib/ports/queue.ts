@@ -115,6 +115,11 @@ export class InMemoryQueue implements Queue {
     this.wake();
   }
 
+  /** The bodies of the messages not yet deleted (visible, delayed or in flight). */
+  bodies(): string[] {
+    return [...this.messages.values()].map((m) => m.body);
+  }
+
   /** Messages not yet deleted (visible or in flight). */
   get size(): number {
     return this.messages.size;
