@@ -252,6 +252,30 @@ describe('copies through misbehaving registries', () => {
     assert.deepEqual(await openSessions(), { 'restarted/big': [cutSession] });
   });
 
+  test('a source that stalls on every try gives up after its own resumes: the retry layers do not multiply', async (t) => {
+    const layer = big.layers[0] as { digest: string; size: number };
+    const sp = await startFaultProxy(src.url, { seed: SEED, decide: (req) => (req.method === 'GET' && req.path.endsWith(`/blobs/${layer.digest}`) ? { kind: 'stall', at: 0.3 } : undefined) });
+    const tp = await startFaultProxy(dst.url, { seed: SEED, rate: 0 });
+    const pool = new RegistryPool({ retry: { baseDelayMs: 10 }, timeouts: { bodyIdleMs: 200 }, maxBlobResumes: 2 });
+    t.after(async () => {
+      await pool.close();
+      await Promise.all([sp.stop(), tp.stop()]);
+    });
+    const err = await copyImage({ source: `${sp.host}/app/big:v1`, target: `${tp.host}/stalls/big:v1` }, { registries: pool }).then(
+      () => assert.fail('the copy should fail'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof OciRelayError);
+    assert.equal(err.side, 'source', err.message);
+    const gets = sp.exchanges.filter((x) => x.method === 'GET' && x.path.endsWith(`/blobs/${layer.digest}`));
+    assert.equal(gets.length, 3, 'one download and its two resumes; no upload resume or whole-blob attempt starts it over');
+    const sessions = tp.exchanges.filter((x) => x.method === 'POST' && x.path.includes('/blobs/uploads/'));
+    assert.equal(sessions.length, 2, "the config's session and one for the layer: no fresh attempt");
+    assert.equal(tp.exchanges.filter((x) => x.method === 'DELETE').length, 1, "the layer's session was cancelled");
+    assert.deepEqual(await openSessions(), {});
+    assert.deepEqual((await registryContents(dst.dataDir))['stalls/big']?.manifests ?? [], []);
+  });
+
   test('a blob download that stalls past the idle timeout resumes with Range from the bytes already verified', async (t) => {
     const layer = big.layers[0] as { digest: string; size: number };
     let stalled = false;

@@ -133,6 +133,9 @@ export async function copyBlob(ctx: TransferContext, blob: PlannedBlob): Promise
 function worthAnotherAttempt(err: unknown): boolean {
   if (err instanceof OciRelayError) {
     if (err.code === 'ERR_DIGEST_MISMATCH' || err.code === 'ERR_SIZE_MISMATCH') return false;
+    // The source stream resumes itself (Range, with the transport's retries under each resume);
+    // when it gives up, another whole attempt would only multiply those budgets.
+    if (err.side === 'source') return false;
     return err.retryable;
   }
   return isRetryableNetworkError(err);

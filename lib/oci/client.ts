@@ -524,7 +524,10 @@ export class Repository {
   async pushBlob(descriptor: { digest: string; size: number }, open: () => Readable | Promise<Readable>, options: PushBlobOptions = {}): Promise<PushBlobResult> {
     const started = await this.startUpload(options.mountFrom ? { mount: { digest: descriptor.digest, from: options.mountFrom } } : {});
     if (started.mounted) return { outcome: 'mounted', bytesSent: 0 };
-    const state = { session: started.session };
+    // `sourceFailed`: the body's own stream broke. It has resumed itself as far as it could
+    // (fetchBlob's Range resumes, each with the transport's retries): resuming the upload on top
+    // would multiply those budgets, so a failed source ends the upload at once.
+    const state = { session: started.session, sourceFailed: false };
     const chunkSize = options.chunkSize ? Math.max(options.chunkSize, started.session.minChunkLength ?? 0) : undefined;
     const maxResumes = options.maxResumes ?? this.client.options.maxUploadResumes ?? 3;
     const resumedFrom: number[] = [];
@@ -538,7 +541,7 @@ export class Repository {
         await this.uploadFrom(state, descriptor, open, chunkSize, onBytes, options.signal);
         return { outcome: 'uploaded', bytesSent: sent, ...(resumedFrom.length ? { resumedFrom } : {}) };
       } catch (err) {
-        const next = resumedFrom.length < maxResumes && !options.signal?.aborted && isResumable(err) ? await this.resumePoint(state.session, descriptor, resumedFrom.length + 1, options.signal) : undefined;
+        const next = resumedFrom.length < maxResumes && !options.signal?.aborted && !state.sourceFailed && isResumable(err) ? await this.resumePoint(state.session, descriptor, resumedFrom.length + 1, options.signal) : undefined;
         if (!next) {
           await this.cancelUpload(state.session);
           throw err;
@@ -550,8 +553,11 @@ export class Repository {
   }
 
   /** One attempt from `state.session.offset` on; `state.session` follows every Location the registry gives. */
-  private async uploadFrom(state: { session: UploadSession }, descriptor: { digest: string; size: number }, open: () => Readable | Promise<Readable>, chunkSize: number | undefined, onBytes: (n: number) => void, signal: AbortSignal | undefined): Promise<void> {
+  private async uploadFrom(state: { session: UploadSession; sourceFailed: boolean }, descriptor: { digest: string; size: number }, open: () => Readable | Promise<Readable>, chunkSize: number | undefined, onBytes: (n: number) => void, signal: AbortSignal | undefined): Promise<void> {
     const source = await open();
+    source.once('error', () => {
+      state.sourceFailed = true;
+    });
     const withSignal = signal ? { signal } : {};
     try {
       const offset = state.session.offset;

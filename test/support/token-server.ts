@@ -50,6 +50,8 @@ export interface RunningTokenServer {
   /** PEM file of the signing certificate (the registry's `rootcertbundle`). */
   certPath: string;
   requests: TokenRequestRecord[];
+  /** Every token handed out over HTTP, in order (for scans that no token leaked anywhere). */
+  issued: string[];
   /** Later tokens carry this expiry. */
   setExpiresIn(seconds: number): void;
   /** Mints a token directly, granting the scopes as asked (for tests that need a specific one). */
@@ -119,6 +121,7 @@ export async function startTokenServer(options: TokenServerOptions): Promise<Run
   const leeway = options.registryLeeway ?? DISTRIBUTION_TOKEN_LEEWAY;
   let expiresIn = options.expiresIn ?? 300;
   const requests: TokenRequestRecord[] = [];
+  const issued: string[] = [];
 
   const mint = (subject: string, access: Access[], lifetime: number): { token: string; issuedAt: Date } => {
     const issuedAt = new Date();
@@ -232,6 +235,7 @@ export async function startTokenServer(options: TokenServerOptions): Promise<Run
 
     const lifetime = expiresIn;
     const { token, issuedAt } = mint(authorized ? (username ?? '') : '', grant(scopes, authorized ? username : undefined), lifetime);
+    issued.push(token);
     const body: Record<string, unknown> = req.method === 'GET' ? { token, access_token: token } : { access_token: token };
     if (!options.omitExpiresIn) {
       body['expires_in'] = lifetime;
@@ -261,6 +265,7 @@ export async function startTokenServer(options: TokenServerOptions): Promise<Run
     issuer,
     certPath: material.certPath,
     requests,
+    issued,
     setExpiresIn(seconds: number) {
       expiresIn = seconds;
     },
