@@ -12,7 +12,7 @@
  *   explicitly allowed for that registry; any other realm is asked anonymously;
  * - nothing secret is ever put into an error message.
  */
-import { AuthError, errorMessage } from '../errors.js';
+import { AuthError, ErrorCodes, errorMessage, OciRelayError } from '../errors.js';
 import { challengeScopes, parseWwwAuthenticate } from './challenge.js';
 import type { CredentialProvider, Credentials } from './credentials.js';
 
@@ -239,6 +239,8 @@ export class Authenticator {
     try {
       answer = await this.options.fetchToken(request);
     } catch (err) {
+      // A realm the destination policy refuses is refused as such: not an auth failure to retry.
+      if (err instanceof OciRelayError && err.code === ErrorCodes.Forbidden) throw err;
       throw new AuthError(`token request to ${realm.origin} failed: ${errorMessage(err)}`, { url: realm, cause: err, retryable: true });
     }
     const foreign = !mayReceiveCredentials && credentials ? ` (credentials were not sent: ${realm.hostname} is not ${this.options.registry}'s host nor an allowed token realm)` : '';
