@@ -34,6 +34,7 @@ import {
   receiveRecords,
   skopeo,
   startHttpServer,
+  startProxy,
   startRegistry,
   startS3,
   startSqs,
@@ -128,6 +129,14 @@ async function dlqBodies(url: string): Promise<string[]> {
 }
 
 let index: { digest: string; bytes: Buffer };
+
+/** The blob in the target, read back through a verifying GET, has these exact bytes. */
+async function assertBlob(host: string, repository: string, bytes: Buffer): Promise<void> {
+  const stream = await pool.get(host).repository(repository).fetchBlob({ digest: digestOf(bytes), size: bytes.length });
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  assert.ok(Buffer.concat(chunks).equals(bytes), `${repository}: the blob's bytes differ`);
+}
 
 before(async () => {
   hooks = await startHttpServer(async (req, res) => {
@@ -321,29 +330,135 @@ describe('pipeline end to end', () => {
     assert.equal(pipeline.work.deadLetters.length, 0, 'nothing was dead-lettered by the receive count');
   });
 
-  test('a large blob continues across invocations from the upload session and arrives intact', async () => {
+  test('a large blob continues across invocations from the upload session, reading the source with Range from the registry\'s offset', async () => {
     const layer = randomBytes(3 * 1024 * 1024 + 123);
     const img = await pushTestImage(src.host, 'app/big', 'v1', { layers: [{ bytes: layer, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' }] });
+    const layerDigest = img.layers[0]?.digest as string;
+    const srcProxy = await startProxy(`http://${src.host}`);
     const saved = env;
     env = makeEnv({ largeBlobBytes: 1024 * 1024, chunkBytes: 1024 * 1024, smallBlobBytes: 512 * 1024 });
     try {
-      await env.fanout.invokeAsync(serialise(request(`${src.host}/app/big:v1`, `${dst.host}/mirror/big:v1`)));
+      await env.fanout.invokeAsync(serialise(request(`${srcProxy.host}/app/big:v1`, `${dst.host}/mirror/big:v1`)));
       // A tiny time budget: each invocation sends one chunk and hands over.
       await drain({ worker: createWorkerHandler(() => env, { backoffSeconds: () => 1, marginMs: 0 }), context: { getRemainingTimeInMillis: () => 1 } });
     } finally {
       env = saved;
+      await srcProxy.stop();
     }
-    const layerDigest = img.layers[0]?.digest as string;
     const hops = logs.filter((l) => l.message === 'blob task done' && Array.isArray(l.blobs) && (l.blobs as string[]).includes(layerDigest));
-    assert.ok(hops.length >= 2, `expected the blob to take several invocations, took ${hops.length}`);
+    assert.equal(hops.length, 4, 'one 1 MiB chunk per invocation');
     assert.ok(hops.some((h) => h.continued), 'an invocation handed the blob over');
     const sent = hops.reduce((n, h) => n + Number(h.bytes), 0);
     assert.equal(sent, layer.length, 'each byte was sent once: the follow-ups resumed from the registry offset');
+    // Each follow-up read the source from where the session stood, never from byte 0 again.
+    const reads = srcProxy.requests.filter((r) => r.method === 'GET' && r.path.includes(`/blobs/${layerDigest}`)).map((r) => r.headers.range ?? 'whole');
+    const MiB = 1024 * 1024;
+    assert.deepEqual(reads, ['whole', `bytes=${MiB}-`, `bytes=${2 * MiB}-`, `bytes=${3 * MiB}-`]);
     assert.ok((await inspectRaw(`${dst.host}/mirror/big:v1`)).equals(img.manifest));
-    const target = pool.get(dst.host).repository('mirror/big');
-    const stream = await target.fetchBlob({ digest: layerDigest, size: layer.length });
-    let size = 0;
-    for await (const chunk of stream) size += (chunk as Buffer).length;
-    assert.equal(size, layer.length);
+    await assertBlob(dst.host, 'mirror/big', layer);
+  });
+
+  test('a transient failure mid-blob keeps the upload session: the rest is handed over with the digest state', async () => {
+    const layer = randomBytes(3 * 1024 * 1024 + 77);
+    const layerDigest = digestOf(layer);
+    const dstProxy = await startProxy(`http://${dst.host}`);
+    let patches = 0;
+    dstProxy.intercept = (req) => (req.method === 'PATCH' && ++patches === 2 ? { status: 503, body: 'try later' } : undefined);
+    const img = await pushTestImage(src.host, 'app/flaky', 'v1', { layers: [{ bytes: layer }] });
+    const saved = env;
+    env = makeEnv({ largeBlobBytes: 1024 * 1024, chunkBytes: 1024 * 1024, smallBlobBytes: 512 * 1024, blobRetryDelaySeconds: 0 });
+    try {
+      await env.fanout.invokeAsync(serialise(request(`${src.host}/app/flaky:v1`, `${dstProxy.host}/mirror/flaky:v1`)));
+      await drain({ worker: createWorkerHandler(() => env, { backoffSeconds: () => 1 }) });
+    } finally {
+      env = saved;
+      await dstProxy.stop();
+    }
+    const hops = logs.filter((l) => l.message === 'blob task done' && Array.isArray(l.blobs) && (l.blobs as string[]).includes(layerDigest));
+    assert.equal(hops.length, 2);
+    assert.match(String(hops[0]?.handedOverAfter), /503/);
+    const sessions = new Set(dstProxy.requests.filter((r) => r.method === 'PATCH').map((r) => r.path.split('?')[0]));
+    assert.equal(sessions.size, 1, 'every chunk went to the one session');
+    assert.deepEqual(dstProxy.requests.filter((r) => r.method === 'DELETE'), [], 'the session was not cancelled');
+    assert.deepEqual(await dlqBodies(work.dlqUrl as string), []);
+    assert.ok((await inspectRaw(`${dst.host}/mirror/flaky:v1`)).equals(img.manifest));
+    await assertBlob(dst.host, 'mirror/flaky', layer);
+  });
+
+  test('a follow-up whose upload session is gone starts a fresh upload', async () => {
+    const layer = randomBytes(2 * 1024 * 1024 + 5);
+    const layerDigest = digestOf(layer);
+    const img = await pushTestImage(src.host, 'app/expired', 'v1', { layers: [{ bytes: layer }] });
+    const dstProxy = await startProxy(`http://${dst.host}`);
+    let first: string | undefined;
+    dstProxy.intercept = (req) => {
+      const session = /\/blobs\/uploads\/([^/?]+)/.exec(req.path)?.[1];
+      if (session && req.method === 'PATCH') first ??= session;
+      // The registry forgot the first session between invocations (expired, collected).
+      return session === first && req.method === 'GET' ? { status: 404, headers: { 'content-type': 'application/json' }, body: '{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN","message":"blob upload unknown to registry"}]}' } : undefined;
+    };
+    const saved = env;
+    env = makeEnv({ largeBlobBytes: 1024 * 1024, chunkBytes: 1024 * 1024, smallBlobBytes: 512 * 1024 });
+    try {
+      await env.fanout.invokeAsync(serialise(request(`${src.host}/app/expired:v1`, `${dstProxy.host}/mirror/expired:v1`)));
+      await drain({ worker: createWorkerHandler(() => env, { backoffSeconds: () => 1, marginMs: 0 }), context: { getRemainingTimeInMillis: () => 1 } });
+    } finally {
+      env = saved;
+      await dstProxy.stop();
+    }
+    const hops = logs.filter((l) => l.message === 'blob task done' && Array.isArray(l.blobs) && (l.blobs as string[]).includes(layerDigest));
+    assert.ok(hops.some((h) => h.freshSession === true), 'the follow-up restarted in a fresh session');
+    assert.deepEqual(await dlqBodies(work.dlqUrl as string), []);
+    assert.ok((await inspectRaw(`${dst.host}/mirror/expired:v1`)).equals(img.manifest));
+    await assertBlob(dst.host, 'mirror/expired', layer);
+  });
+
+  test('a blob that needs more invocations than maxBlobHops is dead-lettered and its session cancelled', async () => {
+    const layer = randomBytes(3 * 1024 * 1024);
+    const layerDigest = digestOf(layer);
+    await pushTestImage(src.host, 'app/hops', 'v1', { layers: [{ bytes: layer }] });
+    const dstProxy = await startProxy(`http://${dst.host}`);
+    const saved = env;
+    env = makeEnv({ largeBlobBytes: 1024 * 1024, chunkBytes: 1024 * 1024, maxBlobHops: 2 });
+    const body = serialise({ v: 1, type: 'blob', requestId: 'hops', source: { registry: src.host, repository: 'app/hops' }, target: { registry: dstProxy.host, repository: 'mirror/hops' }, blobs: [{ digest: layerDigest, size: layer.length, mediaType: 'application/vnd.oci.image.layer.v1.tar' }] });
+    try {
+      await sqs.client.send(new SendMessageCommand({ QueueUrl: work.url, MessageBody: body }));
+      await drain({ worker: createWorkerHandler(() => env, { backoffSeconds: () => 1, marginMs: 0 }), context: { getRemainingTimeInMillis: () => 1 } });
+    } finally {
+      env = saved;
+      await dstProxy.stop();
+    }
+    const dead = (await dlqBodies(work.dlqUrl as string)).map((b) => JSON.parse(b) as { continuation?: { hops: number; hash?: string } });
+    assert.equal(dead.length, 1);
+    assert.equal(dead[0]?.continuation?.hops, 2);
+    assert.match(String(dead[0]?.continuation?.hash), /^v1\./, 'the follow-up carried the digest state');
+    assert.ok(logs.some((l) => l.message === 'task failed permanently; sent to the dead-letter queue' && /did not finish in 2 invocations/.test(String(l.error))));
+    assert.equal(dstProxy.requests.filter((r) => r.method === 'DELETE' && r.path.includes('/blobs/uploads/')).length, 1, 'the session was cancelled');
+    assert.equal(await pool.get(dst.host).repository('mirror/hops').headBlob(layerDigest), undefined);
+  });
+
+  test('a target with broken chunked upload (ECR) gets one monolithic PUT, whatever the time budget', async () => {
+    const layer = randomBytes(3 * 1024 * 1024 + 9);
+    const layerDigest = digestOf(layer);
+    const img = await pushTestImage(src.host, 'app/mono', 'v1', { layers: [{ bytes: layer }] });
+    const dstProxy = await startProxy(`http://${dst.host}`);
+    const saved = env;
+    env = makeEnv({ largeBlobBytes: 1024 * 1024, chunkBytes: 1024 * 1024, smallBlobBytes: 512 * 1024, monolithicOnly: (registry) => registry === dstProxy.host });
+    try {
+      await env.fanout.invokeAsync(serialise(request(`${src.host}/app/mono:v1`, `${dstProxy.host}/mirror/mono:v1`)));
+      await drain({ worker: createWorkerHandler(() => env, { backoffSeconds: () => 1, marginMs: 0 }), context: { getRemainingTimeInMillis: () => 1 } });
+    } finally {
+      env = saved;
+      await dstProxy.stop();
+    }
+    assert.deepEqual(dstProxy.requests.filter((r) => r.method === 'PATCH'), [], 'no chunked upload');
+    const puts = dstProxy.requests.filter((r) => r.method === 'PUT' && r.path.includes(`digest=${encodeURIComponent(layerDigest)}`));
+    assert.equal(puts.length, 1);
+    assert.equal(puts[0]?.headers['content-length'], String(layer.length), 'the whole blob in one PUT');
+    const hops = logs.filter((l) => l.message === 'blob task done' && Array.isArray(l.blobs) && (l.blobs as string[]).includes(layerDigest));
+    assert.equal(hops.length, 1);
+    assert.equal(hops[0]?.continued, undefined);
+    assert.ok((await inspectRaw(`${dst.host}/mirror/mono:v1`)).equals(img.manifest));
+    await assertBlob(dst.host, 'mirror/mono', layer);
   });
 });

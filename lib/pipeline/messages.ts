@@ -96,6 +96,8 @@ const continuation = z
     location: z.string().url().max(4096),
     /** Invocations this blob has taken so far. */
     hops: z.number().int().positive(),
+    /** The SHA-256 state of the bytes the session held when this task was made (resumable-hash.ts). */
+    hash: z.string().max(200).optional(),
   })
   .strict();
 

@@ -10,7 +10,7 @@
  */
 import pLimit from 'p-limit';
 import { verifyBytes } from '../digest.js';
-import { ErrorCodes, OciRelayError, RegistryError } from '../errors.js';
+import { errorMessage, ErrorCodes, OciRelayError, RegistryError } from '../errors.js';
 import { BlobLocations, commitManifest, copyBlob, sided } from '../engine/execute.js';
 import { normaliseRequest, planOptionsFor, type CopyRequest } from '../engine/copy.js';
 import { resolveSource, type SourceGraph, type SourceNode } from '../engine/graph.js';
@@ -65,6 +65,13 @@ export interface PipelineEnv {
   /** At most this many small blobs, and this many bytes, per batch. Defaults 16 and 16 MiB. */
   batchBlobs?: number;
   batchBytes?: number;
+  /**
+   * Invocations a large blob may take in all (each sends at least one chunk) before its task is
+   * dead-lettered. Default 64: 16 hours of 15-minute invocations, inside a commit's 24-hour wait.
+   */
+  maxBlobHops?: number;
+  /** Delay of a large blob's follow-up after a transient failure (not after its time budget). Default 10 s. */
+  blobRetryDelaySeconds?: number;
   /** Registries whose chunked upload is broken (ECR): monolithic PUT only. */
   monolithicOnly?: (registry: string) => boolean;
   /** Creates a missing target repository before the first push (ECR). */
@@ -285,6 +292,10 @@ export interface BlobTaskResult {
   bytes: number;
   /** Set when a large blob continues in a follow-up task. */
   continued?: string;
+  /** The transient failure after which it was handed over (rather than its time budget). */
+  handedOverAfter?: string;
+  /** Set when the session to continue was gone and the blob started again in a fresh one. */
+  freshSession?: boolean;
 }
 
 /** Copies the task's blobs (a small batch in parallel); a large blob may continue in a follow-up task. */
@@ -311,15 +322,25 @@ export async function runBlobTask(task: BlobTask, env: PipelineEnv, deadline: nu
             return;
           }
         }
-        const outcome = await uploadLargeBlob(source, target, blob, { chunkSize: env.chunkBytes ?? 32 * 1024 * 1024, deadline, ...(task.continuation ? { resumeFrom: task.continuation.location } : {}), ...(env.now ? { now: env.now } : {}) });
+        const resumeFrom = task.continuation ? { location: task.continuation.location, ...(task.continuation.hash ? { hash: task.continuation.hash } : {}) } : undefined;
+        const outcome = await uploadLargeBlob(source, target, blob, { chunkSize: env.chunkBytes ?? 32 * 1024 * 1024, deadline, ...(resumeFrom ? { resumeFrom } : {}), ...(env.now ? { now: env.now } : {}) });
         result.bytes += outcome.bytesSent;
+        if (outcome.freshSession) result.freshSession = true;
         if (outcome.done) {
           result.copied++;
           return;
         }
-        const followUp: BlobTask = { ...task, blobs: [blob], continuation: { location: outcome.location, hops: (task.continuation?.hops ?? 1) + 1 } };
-        await env.work.send([serialise(followUp)]);
+        const hops = (task.continuation?.hops ?? 1) + 1;
+        const maxHops = env.maxBlobHops ?? 64;
+        if (hops > maxHops) {
+          await target.cancelUpload({ location: new URL(outcome.location), minChunkLength: undefined, offset: outcome.offset });
+          throw new OciRelayError(ErrorCodes.Unsupported, `blob ${blob.digest} (${blob.size} bytes) did not finish in ${maxHops} invocations (${outcome.offset} bytes sent); its upload was cancelled`, { side: 'target' });
+        }
+        const followUp: BlobTask = { ...task, blobs: [blob], continuation: { location: outcome.location, hops, ...(outcome.hash ? { hash: outcome.hash } : {}) } };
+        // After a transient failure the follow-up waits a little; after the time budget it goes at once.
+        await env.work.send([serialise(followUp)], outcome.reason === 'error' ? { delaySeconds: env.blobRetryDelaySeconds ?? 10 } : {});
         result.continued = `${blob.digest} at ${outcome.offset} of ${blob.size}`;
+        if (outcome.reason === 'error') result.handedOverAfter = errorMessage(outcome.error);
       }),
     ),
   );
