@@ -109,6 +109,25 @@ describe('ocirelay serve', () => {
     assert.doesNotMatch(output, new RegExp(TOKEN), 'the webhook token never appears in the logs');
   });
 
+  test('an oversized body sent chunked (no Content-Length) gets 413, not a reset', async () => {
+    const chunk = Buffer.alloc(64 * 1024, 0x20);
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent >= 3 * 1024 * 1024) return controller.close();
+        sent += chunk.length;
+        controller.enqueue(chunk);
+      },
+    });
+    const res = await fetch(`http://127.0.0.1:${port}/hooks/registry`, { method: 'POST', body, duplex: 'half', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' } } as RequestInit);
+    assert.equal(res.status, 413);
+    assert.match(String(((await res.json()) as { error?: unknown }).error), /larger than 1048576 bytes/);
+    // Under the limit, chunked is fine.
+    const small = await fetch(`http://127.0.0.1:${port}/hooks/registry`, { method: 'POST', body: new Blob(['{"events":[]}']).stream(), duplex: 'half', headers: { authorization: `Bearer ${TOKEN}` } } as RequestInit);
+    assert.equal(small.status, 202);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+  });
+
   test('SIGTERM stops it cleanly', async () => {
     const exited = new Promise<number | null>((resolve) => serve.once('exit', (code) => resolve(code)));
     serve.kill('SIGTERM');

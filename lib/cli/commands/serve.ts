@@ -38,24 +38,31 @@ function parseListen(value: string | undefined): { host: string; port: number } 
   return { host: (match[1] as string).replace(/^\[|\]$/g, ''), port };
 }
 
-/** Reads a body up to `limit` bytes; beyond it, stops reading and reports the size. */
-function readLimited(req: IncomingMessage, limit: number): Promise<{ body: Buffer } | { tooLarge: true }> {
+/**
+ * Reads a body up to `limit` bytes, counting what arrives (a chunked body declares no length).
+ * Beyond the limit it reports `tooLarge` at once, so that 413 can be answered, and keeps reading
+ * and discarding: a client still sending when the socket closes gets a reset instead of the
+ * answer. What it discards is bounded too (`drainLimit`): past it, the connection is closed.
+ */
+function readLimited(req: IncomingMessage, limit: number, drainLimit = 8 * limit): Promise<{ body: Buffer } | { tooLarge: true }> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length']);
-    if (Number.isFinite(declared) && declared > limit) {
-      resolve({ tooLarge: true });
-      req.resume();
-      return;
-    }
     const chunks: Buffer[] = [];
     let size = 0;
+    let over = false;
+    const tooLarge = (): void => {
+      over = true;
+      chunks.length = 0;
+      resolve({ tooLarge: true });
+    };
+    if (Number.isFinite(declared) && declared > limit) tooLarge();
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
-      if (size > limit) {
-        resolve({ tooLarge: true });
-        req.destroy();
+      if (over) {
+        if (size > drainLimit) req.destroy();
         return;
       }
+      if (size > limit) return tooLarge();
       chunks.push(chunk);
     });
     req.on('end', () => resolve({ body: Buffer.concat(chunks) }));
