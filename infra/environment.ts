@@ -12,6 +12,7 @@
  * | WORK_QUEUE_URL                  |         |   x    |   x    |   x    |
  * | EXPORT_QUEUE_URL                |         |   x    |   x    |   x    |
  * | WORK_DLQ_URL                    |         |        | work   | export |
+ * | FAILED_REQUESTS_URL             |         |   x    |        |        |
  * | WORKER_TIME_BUDGET_MARGIN_MS    |         |        |   x    |   x    |
  * | EXPORT_BUCKET                   |         |   x    |   x    |   x    |
  *
@@ -39,6 +40,8 @@ export const ENV = {
   fanoutFunctionName: 'FANOUT_FUNCTION_NAME',
   /** The consumed queue's dead-letter queue (worker: work DLQ; export: export DLQ). */
   deadLetterQueueUrl: 'WORK_DLQ_URL',
+  /** Fan-out's on-failure destination: it sends invalid requests there itself, at once. */
+  failedRequestsQueueUrl: 'FAILED_REQUESTS_URL',
   /** Image, blob and commit tasks. */
   workQueueUrl: 'WORK_QUEUE_URL',
   /** Export tasks. */
@@ -65,6 +68,7 @@ export interface EnvironmentInputs {
   readonly exportQueueUrl: string;
   readonly workDeadLetterQueueUrl: string;
   readonly exportDeadLetterQueueUrl: string;
+  readonly failedRequestsQueueUrl: string;
   readonly exportBucket: string;
   readonly workerTimeBudgetMarginMs: number;
   readonly exportTimeBudgetMarginMs: number;
@@ -91,7 +95,7 @@ export function functionEnvironment(fn: FunctionName, inputs: EnvironmentInputs)
   };
   switch (fn) {
     case 'fanout':
-      return pipeline;
+      return { ...pipeline, [ENV.failedRequestsQueueUrl]: inputs.failedRequestsQueueUrl };
     case 'worker':
       return {
         ...pipeline,

@@ -230,7 +230,8 @@ export const ECR_CREATE_ACTIONS = ['ecr:DescribeRepositories', 'ecr:CreateReposi
  *
  * - ingress: invoke fan-out; read the webhook secrets the configuration names.
  * - fan-out: send to the work and export queues; invoke itself (referrers become sub-requests);
- *   its failed invocations go to the failed-requests queue; ECR pull and push (the blobs it
+ *   its failed invocations go to the failed-requests queue, where it sends invalid requests
+ *   itself; ECR pull and push (the blobs it
  *   generates, e.g. a converted schema-1 config) and, with `ecrCreateRepositories`, describe and
  *   create repositories; read the registry secrets.
  * - worker: consume the work queue (and change visibility: retry backoff); send to the work,
@@ -347,6 +348,7 @@ export class OciReplicator extends Construct {
         exportQueueUrl: this.exportQueue.queue.queueUrl,
         workDeadLetterQueueUrl: this.workQueue.deadLetters.queue.queueUrl,
         exportDeadLetterQueueUrl: this.exportQueue.deadLetters.queue.queueUrl,
+        failedRequestsQueueUrl: this.failedRequests.queue.queueUrl,
         exportBucket: this.exportBucket.bucketName,
         workerTimeBudgetMarginMs: workerOpts.timeBudgetMargin.toMilliseconds(),
         exportTimeBudgetMarginMs: exportOpts.timeBudgetMargin.toMilliseconds(),
@@ -404,6 +406,8 @@ export class OciReplicator extends Construct {
     // cannot succeed to their dead-letter queue at once.
     this.workQueue.queue.grantSendMessages(this.fanout.role);
     this.exportQueue.queue.grantSendMessages(this.fanout.role);
+    // Invalid requests: fan-out records them in its on-failure destination itself, at once.
+    this.failedRequests.queue.grantSendMessages(this.fanout.role);
     this.workQueue.queue.grantConsumeMessages(this.worker.role);
     this.workQueue.queue.grantSendMessages(this.worker.role);
     this.exportQueue.queue.grantSendMessages(this.worker.role);

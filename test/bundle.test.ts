@@ -22,6 +22,7 @@ import {
 } from '../infra/bundling.js';
 import { functionEnvironment } from '../infra/environment.js';
 import { EXAMPLE_TARGET_REGISTRY, exampleConfig } from '../infra/example-config.js';
+import { receiveRecords, startSqs, type RunningSqs } from './support/index.js';
 
 const run = promisify(execFile);
 
@@ -61,23 +62,37 @@ const constructEnvironment = (name: FunctionName) =>
     exportQueueUrl: 'https://sqs.eu-west-1.amazonaws.com/123456789012/OciRelay-ExportQueue',
     workDeadLetterQueueUrl: 'https://sqs.eu-west-1.amazonaws.com/123456789012/OciRelay-WorkDLQ',
     exportDeadLetterQueueUrl: 'https://sqs.eu-west-1.amazonaws.com/123456789012/OciRelay-ExportDLQ',
+    failedRequestsQueueUrl: failedRequests?.url ?? 'https://sqs.eu-west-1.amazonaws.com/123456789012/OciRelay-FailedRequests',
     exportBucket: 'ocirelay-exports-test',
     workerTimeBudgetMarginMs: 30_000,
     exportTimeBudgetMarginMs: 30_000,
   });
 
 /**
- * One invocation per function that needs no network: it checks that the handler builds its
- * environment (lib/aws/env.ts) from exactly what the construct sets, and answers.
+ * One invocation per function that needs no network but a local SQS (fauxqs): it checks that the
+ * handler builds its environment (lib/aws/env.ts) from exactly what the construct sets, and answers.
  */
-const SMOKE: Record<FunctionName, { event: unknown; check: (result: any) => void }> = {
+const SMOKE: Record<FunctionName, { event: unknown; check: (result: any) => void | Promise<void> }> = {
   // A webhook path that no endpoint has: authenticated routing answers without calling anything.
   ingress: {
     event: { rawPath: '/no-such-hook', headers: { 'content-type': 'application/json' }, body: '{}', isBase64Encoded: false, requestContext: { http: { method: 'POST', path: '/no-such-hook' } } },
     check: (r) => assert.ok(r.statusCode >= 400 && r.statusCode < 500, `status ${r.statusCode}`),
   },
-  // An invalid request is dropped with a reason, before any registry is contacted.
-  fanout: { event: { v: 1, type: 'replicate' }, check: (r) => assert.equal(r.status, 'invalid') },
+  // An invalid request goes to the failed-requests queue at once (as Lambda's on-failure records
+  // do after the retries), before any registry is contacted.
+  fanout: {
+    event: { v: 1, type: 'replicate' },
+    check: async (r) => {
+      assert.equal(r.status, 'invalid');
+      const [record] = await receiveRecords(sqs.client, failedRequests, { max: 10, waitSeconds: 1 });
+      assert.ok(record, 'a record in the failed-requests queue');
+      const body = JSON.parse(record.body);
+      assert.equal(body.requestContext.condition, 'InvalidRequest');
+      assert.equal(body.requestContext.requestId, 'bundle-test');
+      assert.deepEqual(body.requestPayload, { v: 1, type: 'replicate' });
+      assert.match(body.responsePayload.errorMessage, /invalid message: replication request: id /);
+    },
+  },
   // An empty batch: nothing to do, no failures.
   worker: { event: { Records: [] }, check: (r) => assert.deepEqual(r, { batchItemFailures: [] }) },
   export: { event: { Records: [] }, check: (r) => assert.deepEqual(r, { batchItemFailures: [] }) },
@@ -89,9 +104,13 @@ const isBuiltin = (spec: string) => spec.startsWith('node:') || builtins.has(spe
 const isSdk = (spec: string) => spec.startsWith('@aws-sdk/client-');
 
 const results = new Map<FunctionName, { file: string; metafile: Metafile }>();
+let sqs: RunningSqs;
+let failedRequests: { url: string; arn: string };
 
 before(async () => {
   mkdirSync(root, { recursive: true });
+  sqs = await startSqs();
+  failedRequests = await sqs.createQueue('failed-requests');
   await Promise.all(
     FUNCTION_NAMES.map(async (name) => {
       const file = join(root, name, BUNDLE_FILE);
@@ -103,7 +122,10 @@ before(async () => {
   );
 });
 
-after(() => rmSync(root, { recursive: true, force: true }));
+after(async () => {
+  rmSync(root, { recursive: true, force: true });
+  await sqs?.stop();
+});
 
 function outputOf(name: FunctionName) {
   const r = results.get(name);
@@ -129,7 +151,7 @@ for (const name of FUNCTION_NAMES) {
       try {
         ({ stdout } = await run(process.execPath, ['--input-type=module', '-e', script], {
           cwd: tmpdir(),
-          env: { ...lambdaBasics(name), ...constructEnvironment(name) },
+          env: { ...lambdaBasics(name), ...constructEnvironment(name), AWS_ENDPOINT_URL_SQS: sqs.endpoint },
           timeout: 60_000,
         }));
       } catch (error) {
@@ -138,7 +160,7 @@ for (const name of FUNCTION_NAMES) {
       }
       const line = stdout.split('\n').find((l) => l.startsWith('RESULT '));
       assert.ok(line, `no result in:\n${stdout}`);
-      SMOKE[name].check(JSON.parse(line.slice('RESULT '.length)));
+      await SMOKE[name].check(JSON.parse(line.slice('RESULT '.length)));
     });
 
     test('leaves the AWS SDK clients (and only them, besides Node built-ins) external', () => {

@@ -251,6 +251,8 @@ describe('functions', () => {
     assert.deepEqual(env(replicator.worker)[ENV.deadLetterQueueUrl], { Ref: logicalId(stack, replicator.workQueue.deadLetters.queue) });
     assert.deepEqual(env(replicator.exporter)[ENV.deadLetterQueueUrl], { Ref: logicalId(stack, replicator.exportQueue.deadLetters.queue) });
     assert.equal(env(replicator.fanout)[ENV.deadLetterQueueUrl], undefined);
+    assert.deepEqual(env(replicator.fanout)[ENV.failedRequestsQueueUrl], { Ref: logicalId(stack, replicator.failedRequests.queue) }, 'invalid requests go there at once');
+    for (const fn of [replicator.ingress, replicator.worker, replicator.exporter]) assert.equal(env(fn)[ENV.failedRequestsQueueUrl], undefined);
     assert.equal(env(replicator.worker)[ENV.workerTimeBudgetMarginMs], '30000');
     assert.equal(env(replicator.exporter)[ENV.workerTimeBudgetMarginMs], '30000');
     assert.equal(env(replicator.ingress)[ENV.workQueueUrl], undefined);
@@ -458,7 +460,7 @@ describe('IAM', () => {
     const worker = roleStatements(replicator.worker);
     assert.ok(allows(worker, 'sqs:ReceiveMessage', refersTo(work)));
     assert.ok(allows(worker, 'sqs:DeleteMessage', refersTo(work)));
-    assert.ok(allows(worker, 'sqs:ChangeMessageVisibility', refersTo(work)), 'barrier backoff');
+    assert.ok(allows(worker, 'sqs:ChangeMessageVisibility', refersTo(work)), 'retry backoff');
     assert.ok(allows(worker, 'sqs:SendMessage', refersTo(work)), 'follow-up tasks');
     assert.ok(allows(worker, 'sqs:SendMessage', refersTo(exp)), 'export after commit');
     assert.ok(allows(worker, 'sqs:SendMessage', refersTo(workDlq)), 'invalid messages to the DLQ at once');
@@ -467,6 +469,9 @@ describe('IAM', () => {
     assert.ok(allows(fanout, 'sqs:SendMessage', refersTo(work)));
     assert.ok(allows(fanout, 'sqs:SendMessage', refersTo(exp)));
     assert.ok(!allows(fanout, 'sqs:ReceiveMessage', () => true));
+    const failed = logicalId(stack, replicator.failedRequests.queue);
+    assert.ok(allows(fanout, 'sqs:SendMessage', refersTo(failed)), 'invalid requests to the failed-requests queue');
+    assert.ok(!allows(worker, 'sqs:SendMessage', refersTo(failed)));
     const exporter = roleStatements(replicator.exporter);
     assert.ok(allows(exporter, 'sqs:ReceiveMessage', refersTo(exp)));
     assert.ok(allows(exporter, 'sqs:ChangeMessageVisibility', refersTo(exp)));

@@ -53,6 +53,7 @@ let sqs: RunningSqs;
 let s3: RunningS3;
 let work: { url: string; arn: string; dlqUrl?: string };
 let exportsQueue: { url: string; arn: string; dlqUrl?: string };
+let failedQueue: { url: string; arn: string };
 let pool: RegistryPool;
 let s3client: S3Client;
 const envelopes: unknown[] = [];
@@ -64,6 +65,7 @@ function makeEnv(overrides: Partial<PipelineEnv> = {}): PipelineEnv {
     work: new SqsQueue(sqs.client, work.url),
     exports: new SqsQueue(sqs.client, exportsQueue.url),
     deadLetters: new SqsQueue(sqs.client, work.dlqUrl as string),
+    failedRequests: new SqsQueue(sqs.client, failedQueue.url),
     store: new S3ArchiveStore({ client: s3client }),
     fanout: new InProcessInvoker(async (payload) => fanout(JSON.parse(payload))),
     logger: createLogger({ sink: (line) => logs.push(JSON.parse(line) as Record<string, unknown>) }),
@@ -146,6 +148,7 @@ before(async () => {
   [src, dst, sqs, s3] = await Promise.all([startRegistry({ notifications: { url: `${hooks.url}/notify`, headers: { Authorization: ['Bearer registry-to-ingress'] } } }), startRegistry(), startSqs(), startS3()]);
   work = await sqs.createQueue('work', { maxReceiveCount: 5, visibilityTimeout: 30 });
   exportsQueue = await sqs.createQueue('exports', { maxReceiveCount: 3, visibilityTimeout: 30 });
+  failedQueue = await sqs.createQueue('failed-requests');
   pool = new RegistryPool();
   s3client = new S3Client({ endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, requestChecksumCalculation: 'WHEN_REQUIRED' });
   env = makeEnv();
@@ -207,6 +210,39 @@ describe('pipeline end to end', () => {
     assert.deepEqual([...dead].sort(), [...poison].sort());
     assert.ok(logs.some((l) => l.message === 'invalid message sent to the dead-letter queue' && /protocol version 2/.test(String(l.reason))));
     assert.ok((await inspectRaw(`${dst.host}/mirror/poison:1.0`)).equals(index.bytes), 'valid work in the same batches still completed');
+  });
+
+  test('an invalid replication request goes to the failed-requests queue at once, in AWS as in the embedded runtime', async () => {
+    const invalid = { ...request(`${src.host}/app/web:1.0`, `${dst.host}/mirror/x:1.0`), mode: 'sideways' };
+    const answer = await fanout(invalid, { awsRequestId: 'req-invalid-1', invokedFunctionArn: 'arn:aws:lambda:eu-west-1:123456789012:function:fanout' });
+    assert.equal(answer.status, 'invalid');
+    const [record] = await receiveRecords(sqs.client, failedQueue, { max: 10, waitSeconds: 1 });
+    assert.ok(record, 'recorded in the failed-requests queue (Lambda would count the invocation a success)');
+    const aws = JSON.parse(record.body);
+    assert.equal(aws.requestContext.condition, 'InvalidRequest');
+    assert.equal(aws.requestContext.requestId, 'req-invalid-1');
+    assert.equal(aws.requestContext.functionArn, 'arn:aws:lambda:eu-west-1:123456789012:function:fanout');
+    assert.deepEqual(aws.requestPayload, invalid);
+    assert.match(aws.responsePayload.errorMessage, /mode/);
+    assert.ok(logs.some((l) => l.message === 'invalid replication request sent to the failed-requests queue' && l.awsRequestId === 'req-invalid-1' && /mode/.test(String(l.reason))));
+
+    const pipeline = new EmbeddedPipeline({ registries: pool, store: new S3ArchiveStore({ client: s3client }) });
+    await pipeline.fanout.invokeAsync(JSON.stringify(invalid));
+    await pipeline.drain();
+    assert.deepEqual(pipeline.fanout.failures, [], 'not retried as a failure');
+    const [local] = pipeline.deadLetters.bodies().map((b) => JSON.parse(b));
+    assert.ok(local, 'dead-lettered in the embedded runtime');
+    const comparable = (r: Record<string, any>) => ({ ...r, timestamp: undefined, requestContext: { ...r.requestContext, requestId: undefined, functionArn: undefined } });
+    assert.deepEqual(comparable(local), comparable(aws), 'the same record in both runtimes');
+
+    // When the record cannot be written, the request is thrown: Lambda retries it into the same queue.
+    const saved = env;
+    env = makeEnv({ failedRequests: { send: async () => { throw new Error('SQS is down'); }, retryLater: async () => undefined } });
+    try {
+      await assert.rejects(fanout(invalid, { awsRequestId: 'req-invalid-2' }), /invalid message: replication request: mode .*failed-requests queue refused it: SQS is down/);
+    } finally {
+      env = saved;
+    }
   });
 
   test('a task that keeps failing is retried with backoff until maxReceiveCount moves it to the DLQ', async () => {

@@ -82,6 +82,8 @@ export function awsPipelineEnv(env: NodeJS.ProcessEnv = process.env): PipelineEn
     work: new SqsQueue(sqs, required(env, 'WORK_QUEUE_URL')),
     exports: new SqsQueue(sqs, required(env, 'EXPORT_QUEUE_URL')),
     deadLetters: deadLetterUrl ? new SqsQueue(sqs, deadLetterUrl) : { send: async () => { throw new OciRelayError(ErrorCodes.Config, 'WORK_DLQ_URL is not set'); }, retryLater: async () => undefined },
+    // Fan-out's on-failure destination, where it sends invalid requests itself (no pointless retries).
+    ...(env.FAILED_REQUESTS_URL ? { failedRequests: new SqsQueue(sqs, env.FAILED_REQUESTS_URL) } : {}),
     store: new S3ArchiveStore(endpoint('S3').endpoint ? { endpoint: endpoint('S3').endpoint as string } : {}),
     fanout: new LambdaInvoker(new LambdaClient({ ...endpoint('LAMBDA') }), required(env, 'FANOUT_FUNCTION_NAME')),
     logger: createLogger({ level: (env.LOG_LEVEL as LogLevel | undefined) ?? 'info' }),

@@ -59,16 +59,16 @@ export class EmbeddedPipeline {
     this.exports = new InMemoryQueue({ name: 'exports', visibilityTimeoutSeconds: 900, maxReceiveCount });
     this.deadLetters = new InMemoryQueue({ name: 'dead-letters' });
     const fanoutHandler = createFanoutHandler(() => this.env);
-    this.fanout = new InProcessInvoker(async (payload) => {
-      const outcome = await fanoutHandler(JSON.parse(payload) as unknown);
-      if (outcome.status === 'invalid') await this.deadLetters.send([payload]);
-    });
+    // The same handler as the Lambda function: an invalid request goes to `failedRequests` (here
+    // the dead-letter queue) at once; other failures are retried and end in `fanout.failures`.
+    this.fanout = new InProcessInvoker(async (payload) => fanoutHandler(parseOrRaw(payload), { awsRequestId: `embedded-fanout-${Date.now()}` }));
     this.env = {
       registries: options.registries,
       store: options.store,
       work: this.work,
       exports: this.exports,
       deadLetters: this.deadLetters,
+      failedRequests: this.deadLetters,
       fanout: this.fanout,
       logger: options.logger ?? silentLogger,
       metrics: options.metrics ?? nullMetrics(),
@@ -158,6 +158,15 @@ export class EmbeddedPipeline {
       const failed = new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
       for (const d of deliveries) if (!failed.has(d.messageId)) queue.delete(d.receiptHandle);
     }
+  }
+}
+
+/** What Lambda would hand the function: the JSON payload parsed (a payload that is not JSON, as is). */
+function parseOrRaw(payload: string): unknown {
+  try {
+    return JSON.parse(payload) as unknown;
+  } catch {
+    return payload;
   }
 }
 

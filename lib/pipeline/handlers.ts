@@ -16,7 +16,7 @@
  * - a permanent failure (digest mismatch, 4xx, invalid manifest): logged and dead-lettered at once.
  */
 import pLimit from 'p-limit';
-import { errorMessage, OciRelayError, RegistryError } from '../errors.js';
+import { ErrorCodes, errorMessage, OciRelayError, RegistryError } from '../errors.js';
 import { InvalidMessageError, parseRequest, parseTask, serialise, type Task } from './messages.js';
 import { fanOut, NotReadyError, runBlobTask, runCommitTask, runExportTask, runImageTask, type PipelineEnv } from './stages.js';
 import { errorFields, type Logger } from './telemetry.js';
@@ -40,6 +40,7 @@ export interface SqsBatchResponse {
 
 export interface LambdaContext {
   awsRequestId?: string;
+  invokedFunctionArn?: string;
   getRemainingTimeInMillis?: () => number;
 }
 
@@ -200,29 +201,66 @@ export function createExportHandler(getEnv: EnvSource, options: HandlerOptions =
   return createQueueHandler(getEnv, (env) => env.exports, options);
 }
 
+/** Invalid payloads larger than this are cut in the failed-request record (SQS takes 256 KiB). */
+const MAX_RECORDED_PAYLOAD_BYTES = 192 * 1024;
+
 /**
- * Fan-out, invoked asynchronously with a replication request. An invalid request is logged and
- * dropped (retrying cannot fix it); any other failure is thrown, so that Lambda retries the
- * invocation and finally sends it to the on-failure destination.
+ * The record of a request fan-out refused, in the shape of Lambda's asynchronous on-failure
+ * records (so that the failed-requests queue holds one kind of record, whoever wrote it), with
+ * `condition: "InvalidRequest"` and the reason as the response payload.
+ */
+export function failedRequestRecord(event: unknown, reason: string, context: LambdaContext, now: number): string {
+  const payload = typeof event === 'string' ? event : JSON.stringify(event) ?? 'undefined';
+  const bytes = Buffer.byteLength(payload);
+  const requestPayload = bytes <= MAX_RECORDED_PAYLOAD_BYTES ? event : { truncated: true, bytes, head: Buffer.from(payload).subarray(0, 4096).toString('utf8') };
+  return JSON.stringify({
+    version: '1.0',
+    timestamp: new Date(now).toISOString(),
+    requestContext: { requestId: context.awsRequestId, functionArn: context.invokedFunctionArn, condition: 'InvalidRequest', approximateInvokeCount: 1 },
+    requestPayload,
+    responseContext: { statusCode: 200, functionError: 'Unhandled' },
+    responsePayload: { errorType: 'InvalidMessageError', errorMessage: reason },
+  });
+}
+
+/**
+ * Fan-out, invoked asynchronously with a replication request. An invalid request cannot succeed
+ * on a retry: it is logged and sent at once to the failed-requests queue (`env.failedRequests`,
+ * which is also where Lambda puts invocations that failed after their retries), in the same
+ * record shape; should that send fail, or no queue be set, it is thrown like any failure, and
+ * Lambda's retries end in the same queue. Any other failure is thrown, so that Lambda retries the
+ * invocation and finally sends it to the on-failure destination. The embedded runtime runs this
+ * same handler with its dead-letter queue as the failed-requests queue.
  */
 export function createFanoutHandler(getEnv: EnvSource): (event: unknown, context?: LambdaContext) => Promise<{ status: 'planned' | 'invalid'; digest?: string; noop?: boolean; reason?: string }> {
   return async (event, context = {}) => {
     const env = await getEnv();
+    const log = env.logger.child({ awsRequestId: context.awsRequestId, task: 'fanout' });
     let request;
     try {
       request = parseRequest(typeof event === 'string' ? event : event);
     } catch (err) {
-      env.logger.error('invalid replication request dropped', { awsRequestId: context.awsRequestId, reason: errorMessage(err) });
+      const reason = errorMessage(err);
       env.metrics.add('InvalidMessages');
-      env.metrics.flush();
-      return { status: 'invalid', reason: errorMessage(err) };
+      try {
+        if (!env.failedRequests) throw new OciRelayError(ErrorCodes.Config, 'no failed-requests queue is configured');
+        await env.failedRequests.send([failedRequestRecord(event, reason, context, (env.now ?? Date.now)())]);
+      } catch (sendError) {
+        log.error('invalid replication request; it could not be sent to the failed-requests queue, so it is thrown', { reason, ...errorFields(sendError) });
+        throw new InvalidMessageError(`${reason.replace(/^invalid message: /, '')} (and the failed-requests queue refused it: ${errorMessage(sendError)})`);
+      } finally {
+        env.metrics.flush();
+      }
+      log.error('invalid replication request sent to the failed-requests queue', { reason });
+      return { status: 'invalid', reason };
     }
+    const requestLog = log.child({ requestId: request.id, image: request.source });
     try {
       const result = await fanOut(request, env);
       return { status: 'planned', digest: result.digest, noop: result.noop };
     } catch (err) {
       env.metrics.add('TaskFailures');
-      env.logger.error('fan-out failed', { awsRequestId: context.awsRequestId, requestId: request.id, ...errorFields(err) });
+      requestLog.error('fan-out failed', errorFields(err));
       throw err;
     } finally {
       env.metrics.flush();

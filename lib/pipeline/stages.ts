@@ -50,6 +50,12 @@ export interface PipelineEnv {
   exports: Queue;
   /** Where messages that can never succeed go (an invalid message, a permanent failure). */
   deadLetters: Queue;
+  /**
+   * Fan-out's failed requests (in AWS: the queue that is also its asynchronous invocations'
+   * on-failure destination). An invalid request is sent here at once, in the shape of Lambda's
+   * on-failure records. Unset: the invalid request is thrown, and Lambda's retries deliver it there.
+   */
+  failedRequests?: Queue;
   store: ArchiveStore;
   /** Hands sub-requests (referrers) back to fan-out. */
   fanout: Invoker;
