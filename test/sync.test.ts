@@ -11,7 +11,7 @@ import { RegistryPool } from '../lib/engine/registries.js';
 import { parseConfig } from '../lib/rules/config.js';
 import { selectTags } from '../lib/rules/match.js';
 import { syncRules } from '../lib/rules/sync.js';
-import { inspectRaw, makeTempDir, pushTestImage, startRegistry, tarOf, type RunningRegistry } from './support/index.js';
+import { inspectRaw, makeTempDir, pushTestImage, pushTestIndex, startRegistry, tarOf, type RunningRegistry } from './support/index.js';
 
 const exec = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -33,8 +33,12 @@ async function tags(registry: RunningRegistry, repository: string): Promise<stri
 }
 
 async function sync(...args: string[]): Promise<{ code: number; json: Record<string, unknown> }> {
+  return syncWith(rulesFile, ...args);
+}
+
+async function syncWith(file: string, ...args: string[]): Promise<{ code: number; json: Record<string, unknown> }> {
   try {
-    const { stdout } = await exec(process.execPath, [bin, 'sync', rulesFile, '--json', ...args]);
+    const { stdout } = await exec(process.execPath, [bin, 'sync', file, '--json', ...args]);
     return { code: 0, json: JSON.parse(stdout) as Record<string, unknown> };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -129,5 +133,56 @@ describe('ocirelay sync', () => {
     assert.deepEqual(selectTags(ranged, ['1.1.0', '1.2.0', '1.9', 'latest', '2.0.0']), ['1.2.0', '1.9']);
     assert.throws(() => parseConfig(JSON.stringify({ rules: [{ from: 'a.example/x', to: 'b.example/x', tags: { semver: '>=>1' } }] })), /semver/);
     assert.throws(() => parseConfig(JSON.stringify({ rules: [{ from: 'a.example/x', to: 'b.example/x', tags: { include: ['(unclosed'] } }] })), /regular expression/);
+  });
+});
+
+describe('ocirelay sync of rules that rewrite manifests (platforms, annotations)', () => {
+  let file: string;
+  const statuses = (json: Record<string, unknown>): Record<string, string> =>
+    Object.fromEntries((json.items as Array<{ source: string; status: string }>).filter((i) => i.status !== 'filtered').map((i) => [i.source.slice(src.host.length + 1), i.status]));
+
+  before(async () => {
+    const amd64 = await pushTestImage(src.host, 'rw/multi', 'child-amd64', { layers: [{ bytes: tarOf({ amd64: 'amd64' }) }], architecture: 'amd64' });
+    const arm64 = await pushTestImage(src.host, 'rw/multi', 'child-arm64', { layers: [{ bytes: tarOf({ arm64: 'arm64' }) }], architecture: 'arm64' });
+    await pushTestIndex(src.host, 'rw/multi', 'v1', [{ image: amd64, platform: { os: 'linux', architecture: 'amd64' } }, { image: arm64, platform: { os: 'linux', architecture: 'arm64' } }]);
+    await pushTestImage(src.host, 'rw/annotated', 'v1', { layers: [{ bytes: tarOf({ a: 'annotated v1' }) }] });
+    await pushTestImage(src.host, 'rw/annotated', 'v2', { layers: [{ bytes: tarOf({ a: 'annotated v2' }) }] });
+    file = join(makeTempDir('sync-rewrite'), 'rules.json');
+    await writeFile(
+      file,
+      JSON.stringify({
+        rules: [
+          { name: 'platforms', from: `${src.host}/rw/multi`, to: `${dst.host}/rw/multi`, tags: { include: ['^v'] }, platforms: ['linux/arm64'] },
+          { name: 'annotations', from: `${src.host}/rw/annotated`, to: `${dst.host}/rw/annotated`, tags: { include: ['^v'] }, annotations: { 'org.example.mirrored': 'true' } },
+        ],
+      }),
+    );
+  });
+
+  test('the first run copies, rewritten as the rules say', async () => {
+    const { json } = await syncWith(file);
+    assert.deepEqual(statuses(json), { 'rw/multi:v1': 'copy', 'rw/annotated:v1': 'copy', 'rw/annotated:v2': 'copy' });
+    const index = JSON.parse((await inspectRaw(`${dst.host}/rw/multi:v1`)).toString()) as { manifests: Array<{ platform: { architecture: string } }> };
+    assert.deepEqual(index.manifests.map((m) => m.platform.architecture), ['arm64']);
+    const manifest = JSON.parse((await inspectRaw(`${dst.host}/rw/annotated:v1`)).toString()) as { annotations?: Record<string, string> };
+    assert.equal(manifest.annotations?.['org.example.mirrored'], 'true');
+  });
+
+  test('a second run finds every rewritten tag already there and copies nothing', async () => {
+    const { json } = await syncWith(file);
+    assert.equal(json.copied, 0);
+    assert.equal(json.alreadyThere, 3);
+    assert.deepEqual(statuses(json), { 'rw/multi:v1': 'present', 'rw/annotated:v1': 'present', 'rw/annotated:v2': 'present' });
+  });
+
+  test('a tag moved at the source, or a target tag that is not the rewritten image, is copied again; nothing else', async () => {
+    await pushTestImage(src.host, 'rw/annotated', 'v2', { layers: [{ bytes: tarOf({ a: 'annotated v2, moved' }) }] });
+    // The verbatim source image (without the annotation) under the target tag: not what the rule makes.
+    await pushTestImage(dst.host, 'rw/annotated', 'v1', { layers: [{ bytes: tarOf({ a: 'annotated v1' }) }] });
+    const { json } = await syncWith(file);
+    assert.deepEqual(statuses(json), { 'rw/multi:v1': 'present', 'rw/annotated:v1': 'copy', 'rw/annotated:v2': 'copy' });
+    const again = await syncWith(file);
+    assert.equal(again.json.copied, 0);
+    assert.equal(again.json.alreadyThere, 3);
   });
 });

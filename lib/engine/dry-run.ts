@@ -9,6 +9,7 @@ import { planCopy, type Plan } from './plan.js';
 import { walkReferrers } from './referrers.js';
 import { normaliseRequest, planOptionsFor, type CopyRequest } from './copy.js';
 import type { RegistryPool } from './registries.js';
+import type { Repository } from '../oci/client.js';
 import pLimit from 'p-limit';
 
 export type BlobAction = 'copy' | 'skip' | 'mount';
@@ -30,13 +31,28 @@ export interface DryRun {
   bytesToCopy: number;
 }
 
-export async function planImage(request: CopyRequest, options: { registries: RegistryPool; concurrency?: number }): Promise<DryRun> {
+/** The source read and the copy planned; nothing is asked of the target. */
+async function planFromSource(request: CopyRequest, registries: RegistryPool): Promise<{ req: ReturnType<typeof normaliseRequest>; source: Repository; plan: Plan }> {
   const req = normaliseRequest(request);
-  const source = options.registries.get(req.source.registry).repository(req.source.repository, 'pull');
+  const source = registries.get(req.source.registry).repository(req.source.repository, 'pull');
+  const graph = await sided('source', () => resolveSource(source, req.source.digest ?? req.source.tag ?? 'latest', { mode: req.mode, platforms: req.platforms }));
+  return { req, source, plan: planCopy(graph, planOptionsFor(req, request.includeForeignLayers ?? false)) };
+}
+
+/**
+ * The root a copy would give the target (digest and media type): the source read and planned,
+ * nothing written and nothing asked of the target. What `sync` compares a target tag with when
+ * its rule rewrites manifests (platforms, annotations, normalise-to-multiarch).
+ */
+export async function plannedRoot(request: CopyRequest, options: { registries: RegistryPool }): Promise<{ digest: string; mediaType: string }> {
+  const { plan } = await planFromSource(request, options.registries);
+  return { digest: plan.root.digest, mediaType: plan.root.mediaType };
+}
+
+export async function planImage(request: CopyRequest, options: { registries: RegistryPool; concurrency?: number }): Promise<DryRun> {
+  const { req, source, plan } = await planFromSource(request, options.registries);
   // Pull access is all a dry run needs on the target; it never writes.
   const target = options.registries.get(req.target.registry).repository(req.target.repository, 'pull');
-  const graph = await sided('source', () => resolveSource(source, req.source.digest ?? req.source.tag ?? 'latest', { mode: req.mode, platforms: req.platforms }));
-  const plan = planCopy(graph, planOptionsFor(req, request.includeForeignLayers ?? false));
   const limit = pLimit(options.concurrency ?? 8);
   const same = req.source.registry === req.target.registry;
   const rootPresent = !!(await sided('target', () => target.headManifest(plan.root.digest)));

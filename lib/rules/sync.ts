@@ -4,13 +4,15 @@
  * with the target by manifest HEAD, and hand over only what differs. Reports what was handed over
  * (to copy), what was already there, what the filters left out, and what failed.
  *
- * The comparison is by digest: the source tag's digest against the target tag's. A rule that
- * rewrites manifests (platforms, annotations, normalise) cannot be compared that way — the target
- * digest is not the source's — so its tags are always handed over, and fan-out's own root check
- * makes an unchanged one cost a few requests.
+ * The comparison is by digest: the target tag's digest against the source tag's (one HEAD each).
+ * A rule that rewrites manifests (platforms, annotations, normalise) gives the target another
+ * digest than the source's: the target tag is compared with the root the copy would produce,
+ * planned from the source without writing anything (the source's index and the manifests and
+ * configs the plan reads, as a dry run does).
  */
 import pLimit from 'p-limit';
 import { AuthError, errorMessage, RegistryError } from '../errors.js';
+import { plannedRoot } from '../engine/dry-run.js';
 import type { RegistryPool } from '../engine/registries.js';
 import { MANIFEST_MEDIA_TYPES } from '../manifest/media-types.js';
 import type { ReplicationRequest } from '../pipeline/messages.js';
@@ -121,16 +123,18 @@ export async function syncRules(config: Config, options: SyncOptions): Promise<S
                 return;
               }
               try {
-                if (!rewrites(rule)) {
-                  const [s, t] = await Promise.all([source.headManifest(tag, { accept: MANIFEST_MEDIA_TYPES }), target.headManifest(tag)]);
-                  if (s?.digest && t?.digest === s.digest) {
-                    add({ ...item, status: 'present' });
-                    return;
-                  }
+                const request = toRequest(rule, { id: `${options.idPrefix ?? 'sync'}/${name}/${repository}:${tag}`, source: item.source, target: item.target, targetRegistry: ends.target.registry, targetRepository, tag });
+                // What the target tag must name: the source's digest, or for a rule that rewrites
+                // manifests, the root the copy of this very request would produce (planned, not written).
+                const wanted = rewrites(rule)
+                  ? async () => (await plannedRoot({ source: request.source, target: request.target, mode: request.mode, platforms: request.platforms, annotations: request.annotations, includeForeignLayers: request.includeForeignLayers }, { registries: options.registries })).digest
+                  : async () => (await source.headManifest(tag, { accept: MANIFEST_MEDIA_TYPES }))?.digest;
+                const [digest, t] = await Promise.all([wanted(), target.headManifest(tag)]);
+                if (digest && t?.digest === digest) {
+                  add({ ...item, status: 'present' });
+                  return;
                 }
-                if (options.submit) {
-                  await options.submit(toRequest(rule, { id: `${options.idPrefix ?? 'sync'}/${name}/${repository}:${tag}`, source: item.source, target: item.target, targetRegistry: ends.target.registry, targetRepository, tag }));
-                }
+                if (options.submit) await options.submit(request);
                 add(item);
               } catch (err) {
                 add({ ...item, status: 'failed', reason: errorMessage(err) });
