@@ -36,6 +36,7 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
 import type { z } from 'zod';
+import { MAX_ANNOTATIONS_BYTES, MAX_MESSAGE_BYTES } from '../lib/pipeline/messages.js';
 import { parseConfig, type Config, type ConfigSchema, type SecretRef } from '../lib/rules/config.js';
 import type { FunctionName } from './bundling.js';
 import { functionEnvironment, type LogLevel } from './environment.js';
@@ -120,7 +121,8 @@ export interface OciReplicatorProps {
   readonly export?: QueueConsumerOptions;
 
   /**
-   * MaximumMessageSize of the work and export queues, in bytes (1024-262144).
+   * MaximumMessageSize of the work and export queues, in bytes (from lib's MAX_MESSAGE_BYTES,
+   * 65536, the task protocol's largest message, to 262144).
    * @default OCI_REPLICATOR_DEFAULTS.maxMessageSizeBytes (262144)
    */
   readonly maxMessageSizeBytes?: number;
@@ -278,8 +280,14 @@ export class OciReplicator extends Construct {
     } catch (err) {
       throw new Error(`${this.node.path}: ${(err as Error).message}`);
     }
-    this.check(Number.isInteger(maxMessageSizeBytes) && maxMessageSizeBytes >= 1024 && maxMessageSizeBytes <= SQS_CLASSIC_MAX_MESSAGE_BYTES,
-      `maxMessageSizeBytes must be an integer from 1024 to ${SQS_CLASSIC_MAX_MESSAGE_BYTES} (got ${maxMessageSizeBytes})`);
+    // The task protocol sends messages of up to MAX_MESSAGE_BYTES: a smaller queue limit would
+    // refuse the largest of them at run time, as a send failure far from its cause.
+    this.check(Number.isInteger(maxMessageSizeBytes) && maxMessageSizeBytes >= MAX_MESSAGE_BYTES && maxMessageSizeBytes <= SQS_CLASSIC_MAX_MESSAGE_BYTES,
+      `maxMessageSizeBytes must be an integer from ${MAX_MESSAGE_BYTES} (the task protocol's largest message) to ${SQS_CLASSIC_MAX_MESSAGE_BYTES} (got ${maxMessageSizeBytes})`);
+    for (const rule of this.config.rules) {
+      const bytes = Buffer.byteLength(JSON.stringify(rule.annotations ?? {}));
+      this.check(bytes <= MAX_ANNOTATIONS_BYTES, `rule ${rule.name ?? rule.from}: its annotations take ${bytes} bytes serialised; every task carries them, and the limit is ${MAX_ANNOTATIONS_BYTES}`);
+    }
     for (const [name, opts] of [['worker', workerOpts], ['export', exportOpts]] as const) {
       this.check(Number.isInteger(opts.batchSize) && opts.batchSize >= 1 && opts.batchSize <= 10, `${name}.batchSize must be from 1 to 10 (got ${opts.batchSize})`);
       this.check(Number.isInteger(opts.maxConcurrency) && opts.maxConcurrency >= 2 && opts.maxConcurrency <= 1000,

@@ -628,6 +628,9 @@ describe('props', () => {
     assert.throws(() => variant({ worker: { maxConcurrency: 1 } }), /worker\.maxConcurrency must be from 2 to 1000/);
     assert.throws(() => variant({ export: { batchSize: 11 } }), /export\.batchSize must be from 1 to 10/);
     assert.throws(() => variant({ maxMessageSizeBytes: 300_000 }), /maxMessageSizeBytes/);
+    assert.throws(() => variant({ maxMessageSizeBytes: MAX_MESSAGE_BYTES - 1 }), /maxMessageSizeBytes must be an integer from 65536 \(the task protocol's largest message\)/);
+    const noisy = [{ ...EXAMPLE_CONFIG.rules[0]!, annotations: Object.fromEntries(Array.from({ length: 5 }, (_, i) => [`org.example.n${i}`, 'x'.repeat(4000)])) }];
+    assert.throws(() => variant({ config: { ...EXAMPLE_CONFIG, rules: noisy } }), /rule alpine-mirror: its annotations take \d+ bytes serialised; every task carries them, and the limit is 16384/);
     assert.throws(() => variant({ schedule: 'every hour' }), /schedule must be a rate/);
     assert.throws(() => variant({ fanout: { retryAttempts: 3 } }), /retryAttempts/);
     assert.throws(() => variant({ worker: { timeout: Duration.seconds(20) } }), /worker\.timeBudgetMargin must be shorter than worker\.timeout/);

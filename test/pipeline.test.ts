@@ -17,8 +17,8 @@ import { InProcessInvoker } from '../lib/ports/invoker.js';
 import { EmbeddedPipeline } from '../lib/pipeline/embedded.js';
 import { createExportHandler, createFanoutHandler, createWorkerHandler, DEFAULT_COMMIT_WAIT_SECONDS, type SqsBatchResponse, type SqsEvent, type LambdaContext } from '../lib/pipeline/handlers.js';
 import { createIngressHandler, ReplayCache, type IngressEnv } from '../lib/pipeline/ingress.js';
-import { PROTOCOL_VERSION, serialise, type ReplicationRequest } from '../lib/pipeline/messages.js';
-import type { PipelineEnv } from '../lib/pipeline/stages.js';
+import { MAX_ANNOTATIONS_BYTES, MAX_INLINE_MANIFEST_BYTES, MAX_MESSAGE_BYTES, parseRequest, parseTask, PROTOCOL_VERSION, serialise, type ReplicationRequest, type RequestRef } from '../lib/pipeline/messages.js';
+import { commitTask, type PipelineEnv } from '../lib/pipeline/stages.js';
 import { createLogger, nullMetrics } from '../lib/pipeline/telemetry.js';
 import { parseConfig } from '../lib/rules/config.js';
 import { digestOf } from '../lib/digest.js';
@@ -242,6 +242,83 @@ describe('pipeline end to end', () => {
       await assert.rejects(fanout(invalid, { awsRequestId: 'req-invalid-2' }), /invalid message: replication request: mode .*failed-requests queue refused it: SQS is down/);
     } finally {
       env = saved;
+    }
+  });
+
+  test('the largest realistic request: every message fits MAX_MESSAGE_BYTES, a rewritten manifest too large to travel inline is re-derived', async () => {
+    // 100 layers and annotations at the limit: a rewritten manifest under 32 KiB whose commit,
+    // carrying the request (annotations, 64 platforms, export) as well, would not fit inline.
+    const layers = Array.from({ length: 100 }, (_, i) => ({ bytes: tarOf({ [`f${i}`]: Buffer.from(`layer ${i}`) }) }));
+    const img = await pushTestImage(src.host, 'app/large-message', 'v1', { layers });
+    const annotations = Object.fromEntries(Array.from({ length: 4 }, (_, i) => [`org.example.note-${i}`, 'x'.repeat(4000)]));
+    assert.ok(Buffer.byteLength(JSON.stringify(annotations)) <= MAX_ANNOTATIONS_BYTES);
+    const platforms = ['linux/amd64', ...Array.from({ length: 63 }, (_, i) => `linux/arm64/v${i}-${'a'.repeat(80)}`)];
+    const big = request(`${src.host}/app/large-message:v1`, `${dst.host}/mirror/large-message:v1`, { annotations, platforms, export: { format: 'layers', destination: `s3://${s3.bucket}/exports/${'k'.repeat(900)}.tar` } });
+    const real = new SqsQueue(sqs.client, work.url);
+    const sizes: Array<{ type: string; bytes: number; content?: string }> = [];
+    const recording = {
+      send: async (bodies: readonly string[], options?: { delaySeconds?: number }) => {
+        for (const b of bodies) sizes.push({ type: JSON.parse(b).type, bytes: Buffer.byteLength(b), content: JSON.parse(b).content?.from });
+        await real.send(bodies, options);
+      },
+      retryLater: (handle: string, seconds: number) => real.retryLater(handle, seconds),
+    };
+    const saved = env;
+    env = makeEnv({ work: recording });
+    try {
+      await env.fanout.invokeAsync(serialise(big));
+      await drain();
+    } finally {
+      env = saved;
+    }
+    assert.ok(sizes.length > 0);
+    for (const m of sizes) assert.ok(m.bytes <= MAX_MESSAGE_BYTES, `a ${m.type} message of ${m.bytes} bytes`);
+    const commit = sizes.find((m) => m.type === 'commit');
+    assert.equal(commit?.content, 'derive', 'the manifest is re-derived from the source by the worker');
+    const copied = JSON.parse((await inspectRaw(`${dst.host}/mirror/large-message:v1`)).toString('utf8'));
+    assert.deepEqual(copied.annotations, annotations);
+    assert.equal(copied.layers.length, 100);
+    assert.ok(Buffer.byteLength(JSON.stringify(copied)) <= MAX_INLINE_MANIFEST_BYTES, 'small enough to travel inline by its own size');
+    assert.deepEqual(copied.layers, JSON.parse(img.manifest.toString('utf8')).layers);
+    assert.deepEqual(await dlqBodies(work.dlqUrl as string), []);
+
+    // A few hundred bytes more of annotations: refused with the reason, before anything is planned.
+    const over = { ...big, annotations: { ...annotations, 'org.example.extra': 'y'.repeat(300) } };
+    assert.throws(() => parseRequest(over), /invalid message: replication request: annotations take more than 16384 bytes serialised/);
+    const answer = await fanout(over, { awsRequestId: 'too-large' });
+    assert.equal(answer.status, 'invalid');
+    const [record] = await receiveRecords(sqs.client, failedQueue, { max: 10, waitSeconds: 1 });
+    assert.match(JSON.parse(record?.body ?? '{}').responsePayload.errorMessage, /annotations take more than 16384 bytes/);
+  });
+
+  test('commit messages: inline while the whole message fits, re-derived beyond; the largest task of each kind fits', () => {
+    const maxDigest = `sha512:${'a'.repeat(128)}`;
+    const ref: RequestRef = {
+      id: 'i'.repeat(200),
+      source: `registry.example.com/${'s'.repeat(200)}:${'t'.repeat(128)}`,
+      target: `registry.example.com/${'d'.repeat(200)}:${'t'.repeat(128)}`,
+      mode: 'normalise-to-multiarch',
+      platforms: Array.from({ length: 64 }, (_, i) => `linux/arm64/${String(i).padStart(2, '0')}${'v'.repeat(84)}`),
+      annotations: Object.fromEntries(Array.from({ length: 4 }, (_, i) => [`k${i}`, 'x'.repeat(4000)])),
+      referrers: true,
+      includeForeignLayers: true,
+    };
+    const exportSpec = { format: 'docker' as const, destination: `s3://bucket/${'k'.repeat(1000)}`, platform: `linux/arm64/${'v'.repeat(80)}`, noConfig: true };
+    const manifest = (size: number) => ({ digest: maxDigest, mediaType: 'application/vnd.oci.image.manifest.v1+json', size, bytes: Buffer.alloc(size, 0x61), verbatim: false, dependsOn: [] });
+    const tags = Array.from({ length: 16 }, (_, i) => `${i}`.padEnd(128, 't'));
+    const small = commitTask({ ...ref, annotations: {}, platforms: [] }, manifest(MAX_INLINE_MANIFEST_BYTES), []);
+    assert.equal(small.content.from, 'inline', 'a 32 KiB manifest travels inline when the message has room');
+    const crowded = commitTask(ref, manifest(MAX_INLINE_MANIFEST_BYTES), tags, exportSpec);
+    assert.equal(crowded.content.from, 'derive', 'the same manifest is re-derived when the request fills the message');
+    const waiting = serialise({ ...crowded, wait: { attempt: 999_999, deadline: 9_999_999_999_999 } });
+    assert.ok(Buffer.byteLength(waiting) <= MAX_MESSAGE_BYTES);
+    assert.doesNotThrow(() => parseTask(waiting));
+    // The image task with the most blobs owned elsewhere, and the blob task with the most blobs, continued.
+    const image = serialise({ v: 1, type: 'image', request: ref, sourceDigest: maxDigest, targetDigest: maxDigest, platform: ref.platforms[0], notOwned: Array.from({ length: 256 }, () => maxDigest) });
+    const blob = serialise({ v: 1, type: 'blob', requestId: ref.id, source: { registry: 'r'.repeat(255), repository: 'p'.repeat(255) }, target: { registry: 'r'.repeat(255), repository: 'p'.repeat(255) }, blobs: Array.from({ length: 64 }, () => ({ digest: maxDigest, size: Number.MAX_SAFE_INTEGER, mediaType: 'm'.repeat(255) })), continuation: { location: `https://${'l'.repeat(4000)}.example/`, hops: 64, hash: `v1.${'0'.repeat(64)}.${Number.MAX_SAFE_INTEGER}.${'A'.repeat(84)}` } });
+    for (const body of [image, blob]) {
+      assert.ok(Buffer.byteLength(body) <= MAX_MESSAGE_BYTES, `${Buffer.byteLength(body)} bytes`);
+      assert.doesNotThrow(() => parseTask(body));
     }
   });
 

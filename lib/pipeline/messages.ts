@@ -21,8 +21,17 @@ export const PROTOCOL_VERSION = 1 as const;
  */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
 
-/** Rewritten manifests up to this size travel inline; larger ones are re-derived by the planner. */
+/**
+ * Rewritten manifests up to this size may travel inline; larger ones, and any whose commit
+ * message would exceed MAX_MESSAGE_BYTES with them, are re-derived by the planner.
+ */
 export const MAX_INLINE_MANIFEST_BYTES = 32 * 1024;
+
+/**
+ * A request's annotations, serialised, take at most this much: every task carries them, and
+ * with every other field at its limit the largest task stays under MAX_MESSAGE_BYTES.
+ */
+export const MAX_ANNOTATIONS_BYTES = 16 * 1024;
 
 const digest = z.string().refine(isDigest, 'is not a sha256/sha512 digest');
 const reference = z.string().min(1).max(600).refine((r) => {
@@ -34,7 +43,7 @@ const reference = z.string().min(1).max(600).refine((r) => {
   }
 }, 'is not a valid image reference');
 const repository = z.object({ registry: z.string().min(1).max(255), repository: z.string().min(1).max(255) }).strict();
-const platform = z.string().regex(/^[a-z0-9_.-]+\/[a-z0-9_.-]+(\/[a-z0-9_.-]+)?$/i, 'is not os/arch[/variant]');
+const platform = z.string().max(100).regex(/^[a-z0-9_.-]+\/[a-z0-9_.-]+(\/[a-z0-9_.-]+)?$/i, 'is not os/arch[/variant]');
 
 export const ExportSpecSchema = z
   .object({
@@ -57,7 +66,10 @@ export const ReplicationRequestSchema = z
     target: reference,
     mode: z.enum(['registry-defaults', 'prefer-multiarch', 'normalise-to-multiarch']).default('prefer-multiarch'),
     platforms: z.array(platform).max(64).default([]),
-    annotations: z.record(z.string().min(1).max(256), z.string().max(4096)).default({}),
+    annotations: z
+      .record(z.string().min(1).max(256), z.string().max(4096))
+      .refine((a) => Buffer.byteLength(JSON.stringify(a)) <= MAX_ANNOTATIONS_BYTES, `take more than ${MAX_ANNOTATIONS_BYTES} bytes serialised`)
+      .default({}),
     referrers: z.boolean().default(false),
     includeForeignLayers: z.boolean().default(false),
     export: ExportSpecSchema.optional(),

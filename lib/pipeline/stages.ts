@@ -29,6 +29,7 @@ import { parseReference } from '../ref/index.js';
 import { uploadLargeBlob } from './large-blob.js';
 import {
   MAX_INLINE_MANIFEST_BYTES,
+  MAX_MESSAGE_BYTES,
   PROTOCOL_VERSION,
   requestRefOf,
   serialise,
@@ -201,19 +202,33 @@ export async function fanOut(request: ReplicationRequest, env: PipelineEnv): Pro
   return result;
 }
 
-function commitTask(request: RequestRef, m: PlannedManifest, tags: string[], exportSpec?: ExportSpec): CommitTask {
-  return {
+/**
+ * The commit task of a planned manifest. A rewritten manifest travels inline when it is small and
+ * the whole message, serialised, stays within MAX_MESSAGE_BYTES (the request's annotations and
+ * tags travel too); otherwise the worker re-derives it from the source by re-running the planner.
+ */
+export function commitTask(request: RequestRef, m: PlannedManifest, tags: string[], exportSpec?: ExportSpec): CommitTask {
+  const base = {
     v: PROTOCOL_VERSION,
-    type: 'commit',
+    type: 'commit' as const,
     request,
     digest: m.digest,
     mediaType: m.mediaType,
     size: m.size,
-    content: m.verbatim ? { from: 'source', digest: m.digest } : m.bytes.length <= MAX_INLINE_MANIFEST_BYTES ? { from: 'inline', base64: m.bytes.toString('base64') } : { from: 'derive' },
     tags,
     ...(exportSpec ? { export: exportSpec } : {}),
   };
+  if (m.verbatim) return { ...base, content: { from: 'source', digest: m.digest } };
+  if (m.bytes.length <= MAX_INLINE_MANIFEST_BYTES) {
+    const inline: CommitTask = { ...base, content: { from: 'inline', base64: m.bytes.toString('base64') } };
+    // Room for the `wait` a not-ready commit adds when it re-sends itself.
+    if (Buffer.byteLength(JSON.stringify(inline)) + COMMIT_WAIT_BYTES <= MAX_MESSAGE_BYTES) return inline;
+  }
+  return { ...base, content: { from: 'derive' } };
 }
+
+/** What `wait: { attempt, deadline }` adds to a commit message, at most. */
+const COMMIT_WAIT_BYTES = 64;
 
 function blobTask(requestId: string, source: Repository, target: Repository, blobs: PlannedBlob[]): BlobTask {
   return {
