@@ -6,7 +6,6 @@
  */
 import { LambdaClient } from '@aws-sdk/client-lambda';
 import { SQSClient } from '@aws-sdk/client-sqs';
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { ErrorCodes, OciRelayError } from '../errors.js';
 import { BlobLocations } from '../engine/execute.js';
 import { RegistryPool } from '../engine/registries.js';
@@ -100,6 +99,8 @@ export function awsIngressEnv(env: NodeJS.ProcessEnv = process.env): Promise<Ing
   ingress ??= (async () => {
     const config = configFromEnv(env);
     if (!config) throw new OciRelayError(ErrorCodes.Config, 'OCIRELAY_CONFIG is not set: ingress needs rules');
+    // Loaded here, not at the top: only ingress reads secrets this way (a cold start of the others is spared the client).
+    const { GetSecretValueCommand, SecretsManagerClient } = await import('@aws-sdk/client-secrets-manager');
     const secretsClient = new SecretsManagerClient({});
     const lookup = async (arn: string): Promise<string> => (await secretsClient.send(new GetSecretValueCommand({ SecretId: arn }))).SecretString ?? '';
     const secrets = new Map<string, { token?: string; secret?: string }>();

@@ -6,8 +6,10 @@
  *   `{"username","password"}` (or `{"auth"}` in Docker's base64 form, or "user:password"),
  *   cached for five minutes so that a rotated secret is picked up without a redeploy.
  */
-import { GetAuthorizationTokenCommand, ECRClient, CreateRepositoryCommand, DescribeRepositoriesCommand } from '@aws-sdk/client-ecr';
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+// The clients are loaded when first needed: most functions never meet an ECR registry or a
+// registry secret, and each SDK client costs 30-100 ms of a Lambda cold start (issue 7).
+import type { ECRClient } from '@aws-sdk/client-ecr';
+import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { ErrorCodes, OciRelayError } from '../errors.js';
 import type { CredentialProvider, Credentials } from '../oci/credentials.js';
 
@@ -21,10 +23,10 @@ export function ecrCredentials(options: { client?: (region: string) => ECRClient
   const now = options.now ?? Date.now;
   const clients = new Map<string, ECRClient>();
   const cache = new Map<string, { credentials: Credentials; expiresAt: number }>();
-  const client = (region: string): ECRClient => {
+  const client = async (region: string): Promise<ECRClient> => {
     let c = clients.get(region);
     if (!c) {
-      c = options.client?.(region) ?? new ECRClient({ region });
+      c = options.client?.(region) ?? new (await import('@aws-sdk/client-ecr')).ECRClient({ region });
       clients.set(region, c);
     }
     return c;
@@ -35,7 +37,8 @@ export function ecrCredentials(options: { client?: (region: string) => ECRClient
       if (!match) return undefined;
       const cached = cache.get(registry);
       if (cached && now() < cached.expiresAt - 10 * 60_000) return cached.credentials;
-      const answer = await client(match[3] as string).send(new GetAuthorizationTokenCommand({ registryIds: [match[1] as string] }));
+      const { GetAuthorizationTokenCommand } = await import('@aws-sdk/client-ecr');
+      const answer = await (await client(match[3] as string)).send(new GetAuthorizationTokenCommand({ registryIds: [match[1] as string] }));
       const data = answer.authorizationData?.[0];
       if (!data?.authorizationToken) throw new OciRelayError(ErrorCodes.Auth, `ECR gave no authorization token for ${registry}`);
       const decoded = Buffer.from(data.authorizationToken, 'base64').toString('utf8');
@@ -53,6 +56,7 @@ export function ecrRepositoryCreator(options: { client?: (region: string) => ECR
   return async (registry, repository) => {
     const match = ECR_HOST.exec(registry);
     if (!match || known.has(`${registry}/${repository}`)) return;
+    const { ECRClient, CreateRepositoryCommand, DescribeRepositoriesCommand } = await import('@aws-sdk/client-ecr');
     const client = options.client?.(match[3] as string) ?? new ECRClient({ region: match[3] as string });
     try {
       await client.send(new DescribeRepositoriesCommand({ registryId: match[1], repositoryNames: [repository] }));
@@ -79,6 +83,7 @@ export function secretsManagerCredentials(secrets: Readonly<Record<string, strin
       if (!secretId) return undefined;
       const cached = cache.get(registry);
       if (cached && now() - cached.fetchedAt < ttl) return cached.credentials;
+      const { GetSecretValueCommand, SecretsManagerClient } = await import('@aws-sdk/client-secrets-manager');
       client ??= new SecretsManagerClient({});
       const answer = await client.send(new GetSecretValueCommand({ SecretId: secretId }));
       const credentials = parseSecret(answer.SecretString ?? '', registry);

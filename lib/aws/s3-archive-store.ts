@@ -32,7 +32,13 @@ export interface S3ArchiveStoreOptions {
   /** `AES256` (SSE-S3) or `aws:kms` (SSE-KMS, with `kmsKeyId` or the account's default key). */
   serverSideEncryption?: 'AES256' | 'aws:kms';
   kmsKeyId?: string;
-  /** Memory budget for parts in flight. Default 64 MiB (at least one part is always allowed). */
+  /**
+   * Memory budget for parts in flight (at least one part is always allowed, at most four).
+   * Default 10 MiB: two parts of the 5 MiB minimum. lib-storage holds each part in flight as one
+   * buffer and copies the next one together from the stream's chunks, so every part allowed costs
+   * about twice its size at peak; with four (64 MiB) a 1 GiB export peaked near 190 MiB RSS, over
+   * the 150 MiB bound of issue 7, for no gain against a local S3 and little against AWS.
+   */
   bufferBudget?: number;
 }
 
@@ -81,7 +87,7 @@ export class S3ArchiveStore implements ArchiveStore {
     const client = await this.getClient();
     const { Upload } = await import('@aws-sdk/lib-storage');
     const partSize = choosePartSize(info.size);
-    const queueSize = Math.max(1, Math.min(4, Math.floor((this.options.bufferBudget ?? 64 * MiB) / partSize)));
+    const queueSize = Math.max(1, Math.min(4, Math.floor((this.options.bufferBudget ?? 10 * MiB) / partSize)));
     const body = new PassThrough({ highWaterMark: 1 << 20 });
     const metadata = Object.fromEntries(Object.entries(info.metadata).map(([k, v]) => [k.toLowerCase().replace(/[^a-z0-9-]/g, '-'), metadataValue(v)]));
     const upload = new Upload({
