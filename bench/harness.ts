@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync } from 'node:
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { skopeoEnv } from '../test/support/fixtures.js';
 
 export const GNU_TIME = '/usr/bin/time';
 export const HAS_GNU_TIME = existsSync(GNU_TIME);
@@ -120,15 +121,7 @@ export function skopeo(args: string[]): ToolRun {
   } catch {
     // absent
   }
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    XDG_DATA_HOME: join(home, 'data'),
-    XDG_RUNTIME_DIR: home,
-    XDG_CONFIG_HOME: join(home, 'config'),
-    TMPDIR: home,
-    DOCKER_CONFIG: dockerConfigDir,
-  };
-  if (process.getuid?.() === 0) env['_CONTAINERS_ROOTLESS_UID'] = '65534';
+  const env: NodeJS.ProcessEnv = { ...skopeoEnv(home), DOCKER_CONFIG: dockerConfigDir };
   return { command: 'skopeo', args: ['--insecure-policy', '--tmpdir', home, ...args], env, cleanup: () => rmSync(home, { recursive: true, force: true }) };
 }
 

@@ -10,6 +10,7 @@ import { createGzip } from 'node:zlib';
 import pLimit from 'p-limit';
 import { MediaTypes } from '../lib/manifest/media-types.js';
 import { RegistryClient } from '../lib/oci/client.js';
+import { ustarHeader } from '../test/support/images.js';
 
 const MiB = 1024 * 1024;
 const RUN_SALT = randomBytes(8).toString('hex');
@@ -61,29 +62,12 @@ export const PLATFORMS: Platform[] = [
   { os: 'freebsd', architecture: 'amd64' },
 ];
 
-function tarHeader(name: string, size: number): Buffer {
-  const h = Buffer.alloc(512);
-  h.write(name, 0, 100, 'utf8');
-  h.write('0000644\0', 100);
-  h.write('0000000\0', 108);
-  h.write('0000000\0', 116);
-  h.write(size.toString(8).padStart(11, '0') + '\0', 124);
-  h.write('14130000000\0', 136);
-  h.write('        ', 148);
-  h.write('0', 156);
-  h.write('ustar\0' + '00', 257);
-  let sum = 0;
-  for (const b of h) sum += b;
-  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
-  return h;
-}
-
 /** The uncompressed tar (one file of `payload` random bytes), in 1 MiB chunks, deterministic for a seed. */
 function* tarChunks(seed: string, payload: number): Generator<Buffer> {
   const key = createHash('sha256').update(`ocirelay-bench:${seed}`).digest().subarray(0, 16);
   const cipher = createCipheriv('aes-128-ctr', key, Buffer.alloc(16));
   const zero = Buffer.alloc(MiB);
-  yield tarHeader('payload.bin', payload);
+  yield ustarHeader('payload.bin', payload, '14130000000');
   for (let left = payload; left > 0; left -= MiB) yield cipher.update(zero.subarray(0, Math.min(MiB, left)));
   const pad = (512 - (payload % 512)) % 512;
   yield Buffer.alloc(pad + 1024);

@@ -337,7 +337,7 @@ function redact(args: string[]): string[] {
  * environment says, unless it believes it runs rootless: `_CONTAINERS_ROOTLESS_UID` (read by
  * containers/image's rootless.GetRootlessEUID) makes it use $XDG_DATA_HOME instead.
  */
-function skopeoEnv(home: string): NodeJS.ProcessEnv {
+export function skopeoEnv(home: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     XDG_DATA_HOME: join(home, 'data'),

@@ -22,25 +22,30 @@ export interface PushedImage {
   layers: Array<{ digest: string; size: number; mediaType: string }>;
 }
 
+/** The ustar header of a regular file (mode 644, uid/gid 0, mtime as given in octal). */
+export function ustarHeader(name: string, size: number, mtimeOctal = '00000000000'): Buffer {
+  const header = Buffer.alloc(512);
+  header.write(name, 0, 100, 'utf8');
+  header.write('0000644\0', 100);
+  header.write('0000000\0', 108);
+  header.write('0000000\0', 116);
+  header.write(size.toString(8).padStart(11, '0') + '\0', 124);
+  header.write(`${mtimeOctal}\0`, 136);
+  header.write('        ', 148);
+  header.write('0', 156);
+  header.write('ustar\0' + '00', 257);
+  let sum = 0;
+  for (const byte of header) sum += byte;
+  header.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
+  return header;
+}
+
 /** A tar archive of files (ustar, mtime 0): its size is always a multiple of 512. */
 export function tarOf(files: Record<string, Buffer | string>): Buffer {
   const blocks: Buffer[] = [];
   for (const [name, content] of Object.entries(files)) {
     const data = Buffer.isBuffer(content) ? content : Buffer.from(content);
-    const header = Buffer.alloc(512);
-    header.write(name, 0, 100, 'utf8');
-    header.write('0000644\0', 100);
-    header.write('0000000\0', 108);
-    header.write('0000000\0', 116);
-    header.write(data.length.toString(8).padStart(11, '0') + '\0', 124);
-    header.write('00000000000\0', 136);
-    header.write('        ', 148);
-    header.write('0', 156);
-    header.write('ustar\0' + '00', 257);
-    let sum = 0;
-    for (const byte of header) sum += byte;
-    header.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
-    blocks.push(header, data, Buffer.alloc((512 - (data.length % 512)) % 512));
+    blocks.push(ustarHeader(name, data.length), data, Buffer.alloc((512 - (data.length % 512)) % 512));
   }
   blocks.push(Buffer.alloc(1024));
   return Buffer.concat(blocks);
