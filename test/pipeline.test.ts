@@ -322,6 +322,24 @@ describe('pipeline end to end', () => {
     }
   });
 
+  test('a failing dead-letter send fails only the records that were going there, not the batch', async () => {
+    const img = await pushTestImage(src.host, 'app/dlq-down', 'v1', { layers: [{ bytes: tarOf({ ok: randomBytes(2000) }) }] });
+    const layer = img.layers[0] as { digest: string; size: number };
+    const good = serialise({ v: 1, type: 'blob', requestId: 'dlq-down', source: { registry: src.host, repository: 'app/dlq-down' }, target: { registry: dst.host, repository: 'mirror/dlq-down' }, blobs: [{ digest: layer.digest, size: layer.size, mediaType: 'application/vnd.oci.image.layer.v1.tar' }] });
+    const missing = digestOf('not in the source');
+    const permanent = serialise({ v: 1, type: 'blob', requestId: 'dlq-down', source: { registry: src.host, repository: 'app/dlq-down' }, target: { registry: dst.host, repository: 'mirror/dlq-down' }, blobs: [{ digest: missing, size: 17, mediaType: 'application/vnd.oci.image.layer.v1.tar' }] });
+    const records = [
+      { messageId: 'invalid', receiptHandle: 'h1', body: 'not json', attributes: { ApproximateReceiveCount: '1' } },
+      { messageId: 'good', receiptHandle: 'h2', body: good, attributes: { ApproximateReceiveCount: '1' } },
+      { messageId: 'permanent', receiptHandle: 'h3', body: permanent, attributes: { ApproximateReceiveCount: '1' } },
+    ];
+    const down = makeEnv({ deadLetters: { send: async () => { throw new Error('SQS unavailable'); }, retryLater: async () => undefined } });
+    const response = await createWorkerHandler(() => down)({ Records: records }, { awsRequestId: 'dlq-down', getRemainingTimeInMillis: () => 900_000 });
+    assert.deepEqual(response.batchItemFailures.map((f) => f.itemIdentifier).sort(), ['invalid', 'permanent']);
+    assert.deepEqual(await pool.get(dst.host).repository('mirror/dlq-down').headBlob(layer.digest), { size: layer.size }, 'the good record was done');
+    assert.equal(logs.filter((l) => l.message === 'could not send to the dead-letter queue; the message will be redelivered' && l.awsRequestId === 'dlq-down').length, 2);
+  });
+
   test('a task that keeps failing is retried with backoff until maxReceiveCount moves it to the DLQ', async () => {
     const failing = makeEnv({ registries: new RegistryPool({ retry: { maxAttempts: 1 } }) });
     const body = serialise({ v: 1, type: 'blob', requestId: 'unreachable', source: { registry: '127.0.0.1:9', repository: 'x' }, target: { registry: dst.host, repository: 'mirror/x' }, blobs: [{ digest: digestOf('x'), size: 1, mediaType: 'application/octet-stream' }] });

@@ -132,57 +132,28 @@ export function createQueueHandler(getEnv: EnvSource, pick: (env: PipelineEnv) =
     const deadline = now() + (context.getRemainingTimeInMillis?.() ?? 15 * 60_000) - (options.marginMs ?? 30_000);
     const base = env.logger.child({ awsRequestId: context.awsRequestId });
     const failures: Array<{ itemIdentifier: string }> = [];
+    /**
+     * Sends a record to the dead-letter queue; when that fails, only this record is reported as
+     * failed (the others of the batch are done): it is redelivered and, at worst, moved to the
+     * same queue by the redrive policy after maxReceiveCount.
+     */
+    const deadLetter = async (record: SqsRecord, log: Logger): Promise<void> => {
+      try {
+        await env.deadLetters.send([record.body]);
+      } catch (err) {
+        log.error('could not send to the dead-letter queue; the message will be redelivered', { messageId: record.messageId, ...errorFields(err) });
+        failures.push({ itemIdentifier: record.messageId });
+      }
+    };
     const limit = pLimit(options.recordConcurrency ?? 4);
     await Promise.all(
       (event.Records ?? []).map((record) =>
         limit(async () => {
-          const receiveCount = Number(record.attributes?.ApproximateReceiveCount ?? '1') || 1;
-          let task: Task;
           try {
-            task = parseTask(record.body);
+            await handleRecord(record);
           } catch (err) {
-            const reason = err instanceof InvalidMessageError ? err.message : `invalid message: ${errorMessage(err)}`;
-            base.error('invalid message sent to the dead-letter queue', { messageId: record.messageId, reason });
-            env.metrics.add('InvalidMessages');
-            await env.deadLetters.send([record.body]);
-            return;
-          }
-          const log = base.child({ messageId: record.messageId, receiveCount, ...taskFields(task) });
-          try {
-            await runTask(task, env, deadline, log);
-          } catch (err) {
-            if (err instanceof NotReadyError && task.type === 'commit') {
-              env.metrics.add('CommitsNotReady');
-              const attempt = (task.wait?.attempt ?? 0) + 1;
-              const waitUntil = task.wait?.deadline ?? now() + (options.commitWaitSeconds ?? DEFAULT_COMMIT_WAIT_SECONDS) * 1000;
-              if (now() >= waitUntil || options.commitGiveUp?.()) {
-                env.metrics.add('TaskFailures');
-                log.error('commit gave up waiting for its content; sent to the dead-letter queue', { ...errorFields(err), missing: err.missing, attempt, deadline: new Date(waitUntil).toISOString() });
-                await env.deadLetters.send([record.body]);
-                return;
-              }
-              const seconds = backoff(attempt);
-              try {
-                await queue.send([serialise({ ...task, wait: { attempt, deadline: waitUntil } })], { delaySeconds: seconds });
-                log.info('commit waits for its content', { missing: err.missing.length, attempt, retryInSeconds: seconds, deadline: new Date(waitUntil).toISOString() });
-              } catch (e) {
-                // Could not re-send: fall back to redelivering this message (uses a receive).
-                log.warn('could not re-send the waiting commit; it is redelivered instead', errorFields(e));
-                await queue.retryLater(record.receiptHandle, seconds).catch((e2: unknown) => log.warn('could not delay the retry', errorFields(e2)));
-                failures.push({ itemIdentifier: record.messageId });
-              }
-              return;
-            }
-            env.metrics.add('TaskFailures');
-            const retryable = retryableTask(err);
-            if (!retryable) {
-              log.error('task failed permanently; sent to the dead-letter queue', errorFields(err));
-              await env.deadLetters.send([record.body]);
-              return;
-            }
-            const seconds = backoff(receiveCount);
-            log.warn('task failed; it will be retried', { ...errorFields(err), retryInSeconds: seconds });
-            await queue.retryLater(record.receiptHandle, seconds).catch((e: unknown) => log.warn('could not delay the retry', errorFields(e)));
+            // Never fail the batch for one record: only it is redelivered.
+            base.error('record failed unexpectedly; it will be redelivered', { messageId: record.messageId, ...errorFields(err) });
             failures.push({ itemIdentifier: record.messageId });
           }
         }),
@@ -190,6 +161,58 @@ export function createQueueHandler(getEnv: EnvSource, pick: (env: PipelineEnv) =
     );
     env.metrics.flush();
     return { batchItemFailures: failures };
+
+    async function handleRecord(record: SqsRecord): Promise<void> {
+      const receiveCount = Number(record.attributes?.ApproximateReceiveCount ?? '1') || 1;
+      let task: Task;
+      try {
+        task = parseTask(record.body);
+      } catch (err) {
+        const reason = err instanceof InvalidMessageError ? err.message : `invalid message: ${errorMessage(err)}`;
+        base.error('invalid message sent to the dead-letter queue', { messageId: record.messageId, reason });
+        env.metrics.add('InvalidMessages');
+        await deadLetter(record, base);
+        return;
+      }
+      const log = base.child({ messageId: record.messageId, receiveCount, ...taskFields(task) });
+      try {
+        await runTask(task, env, deadline, log);
+      } catch (err) {
+        if (err instanceof NotReadyError && task.type === 'commit') {
+          env.metrics.add('CommitsNotReady');
+          const attempt = (task.wait?.attempt ?? 0) + 1;
+          const waitUntil = task.wait?.deadline ?? now() + (options.commitWaitSeconds ?? DEFAULT_COMMIT_WAIT_SECONDS) * 1000;
+          if (now() >= waitUntil || options.commitGiveUp?.()) {
+            env.metrics.add('TaskFailures');
+            log.error('commit gave up waiting for its content; sent to the dead-letter queue', { ...errorFields(err), missing: err.missing, attempt, deadline: new Date(waitUntil).toISOString() });
+            await deadLetter(record, log);
+            return;
+          }
+          const seconds = backoff(attempt);
+          try {
+            await queue.send([serialise({ ...task, wait: { attempt, deadline: waitUntil } })], { delaySeconds: seconds });
+            log.info('commit waits for its content', { missing: err.missing.length, attempt, retryInSeconds: seconds, deadline: new Date(waitUntil).toISOString() });
+          } catch (e) {
+            // Could not re-send: fall back to redelivering this message (uses a receive).
+            log.warn('could not re-send the waiting commit; it is redelivered instead', errorFields(e));
+            await queue.retryLater(record.receiptHandle, seconds).catch((e2: unknown) => log.warn('could not delay the retry', errorFields(e2)));
+            failures.push({ itemIdentifier: record.messageId });
+          }
+          return;
+        }
+        env.metrics.add('TaskFailures');
+        const retryable = retryableTask(err);
+        if (!retryable) {
+          log.error('task failed permanently; sent to the dead-letter queue', errorFields(err));
+          await deadLetter(record, log);
+          return;
+        }
+        const seconds = backoff(receiveCount);
+        log.warn('task failed; it will be retried', { ...errorFields(err), retryInSeconds: seconds });
+        await queue.retryLater(record.receiptHandle, seconds).catch((e: unknown) => log.warn('could not delay the retry', errorFields(e)));
+        failures.push({ itemIdentifier: record.messageId });
+      }
+    }
   };
 }
 
