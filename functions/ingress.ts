@@ -2,5 +2,7 @@
 // events through EventBridge; each accepted event becomes a request handed to fan-out.
 import { awsIngressEnv } from '../lib/aws/env.js';
 import { createIngressHandler } from '../lib/pipeline/ingress.js';
+import { withRequestId } from '../lib/pipeline/telemetry.js';
 
-export const handler = createIngressHandler(() => awsIngressEnv());
+// Every log line of an invocation carries its awsRequestId.
+export const handler = withRequestId(createIngressHandler, () => awsIngressEnv());

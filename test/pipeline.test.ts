@@ -19,7 +19,7 @@ import { createExportHandler, createFanoutHandler, createWorkerHandler, DEFAULT_
 import { createIngressHandler, ReplayCache, type IngressEnv } from '../lib/pipeline/ingress.js';
 import { MAX_ANNOTATIONS_BYTES, MAX_INLINE_MANIFEST_BYTES, MAX_MESSAGE_BYTES, parseRequest, parseTask, PROTOCOL_VERSION, serialise, type ReplicationRequest, type RequestRef } from '../lib/pipeline/messages.js';
 import { commitTask, type PipelineEnv } from '../lib/pipeline/stages.js';
-import { createLogger, nullMetrics } from '../lib/pipeline/telemetry.js';
+import { createLogger, createMetrics, nullMetrics, withRequestId } from '../lib/pipeline/telemetry.js';
 import { parseConfig } from '../lib/rules/config.js';
 import { digestOf } from '../lib/digest.js';
 import {
@@ -169,7 +169,7 @@ describe('pipeline end to end', () => {
     const notification = await pollUntil(() => envelopes.find((e) => JSON.stringify(e).includes('"tag":"1.0"')), { what: 'the registry notification for app/web:1.0' });
     const config = parseConfig(JSON.stringify({ rules: [{ from: `${src.host}/app`, to: `${dst.host}/mirror` }], webhooks: [{ path: '/hooks/registry', kind: 'distribution', token: 'registry-to-ingress' }] }));
     const ingressEnv: IngressEnv = { config, secrets: new Map([['/hooks/registry', { token: 'registry-to-ingress' }]]), submit: (r) => env.fanout.invokeAsync(serialise(r)), logger: env.logger, metrics: nullMetrics(), replays: new ReplayCache() };
-    const ingress = createIngressHandler(() => ingressEnv);
+    const ingress = withRequestId(createIngressHandler, () => ingressEnv);
     const body = JSON.stringify(notification);
     const event = { rawPath: '/hooks/registry', headers: { 'content-type': 'application/vnd.docker.distribution.events.v1+json', authorization: 'Bearer registry-to-ingress' }, body, isBase64Encoded: false, requestContext: { http: { method: 'POST', path: '/hooks/registry' } } };
     const answer = (await ingress(event)) as { statusCode: number; body: string };
@@ -180,8 +180,9 @@ describe('pipeline end to end', () => {
     assert.ok(copied.equals(index.bytes), 'target index bytes differ from the source');
     assert.deepEqual(await dlqBodies(work.dlqUrl as string), []);
     // Without the token: 401 and nothing enqueued.
-    const refused = (await ingress({ ...event, headers: { 'content-type': 'application/json' } })) as { statusCode: number };
+    const refused = (await ingress({ ...event, headers: { 'content-type': 'application/json' } }, { awsRequestId: 'ingress-req-401' })) as { statusCode: number };
     assert.equal(refused.statusCode, 401);
+    assert.ok(logs.some((l) => l.message === 'webhook refused' && l.awsRequestId === 'ingress-req-401' && l.status === 401), 'ingress logs carry the invocation\'s request id');
     assert.equal(await queueDepth(sqs.client, work.url), 0);
   });
 
@@ -340,6 +341,81 @@ describe('pipeline end to end', () => {
     assert.equal(logs.filter((l) => l.message === 'could not send to the dead-letter queue; the message will be redelivered' && l.awsRequestId === 'dlq-down').length, 2);
   });
 
+  test('createMetrics: the embedded metric format document, summed per flush, nothing written when nothing was added', () => {
+    const lines: string[] = [];
+    const metrics = createMetrics({ sink: (line) => lines.push(line) });
+    metrics.flush();
+    assert.deepEqual(lines, []);
+    metrics.add('BlobsCopied');
+    metrics.add('BlobsCopied', 2);
+    metrics.add('BytesCopied', 1234);
+    metrics.flush();
+    metrics.flush();
+    metrics.add('InvalidMessages');
+    metrics.flush();
+    assert.equal(lines.length, 2);
+    const [first, second] = lines.map((l) => JSON.parse(l)) as [Record<string, any>, Record<string, any>];
+    assert.deepEqual({ ...first, _aws: { ...first._aws, Timestamp: 0 } }, {
+      _aws: { Timestamp: 0, CloudWatchMetrics: [{ Namespace: 'ocirelay', Dimensions: [['service']], Metrics: [{ Name: 'BlobsCopied', Unit: 'Count' }, { Name: 'BytesCopied', Unit: 'Bytes' }] }] },
+      service: 'ocirelay',
+      BlobsCopied: 3,
+      BytesCopied: 1234,
+    });
+    assert.ok(Number.isInteger(first._aws.Timestamp) && first._aws.Timestamp > 1.7e12, 'ms since the epoch');
+    assert.deepEqual(second._aws.CloudWatchMetrics[0].Metrics, [{ Name: 'InvalidMessages', Unit: 'Count' }]);
+    assert.equal(second.BlobsCopied, undefined, 'values restart after a flush');
+  });
+
+  test('metrics are CloudWatch embedded metric format lines, one per batch; every handler log line names the request, the task and the image', async () => {
+    const emf: Array<Record<string, any>> = [];
+    const img = await pushTestImage(src.host, 'app/observed', 'v1', { layers: [{ bytes: tarOf({ a: randomBytes(3000) }) }, { bytes: tarOf({ b: randomBytes(3000) }) }] });
+    const saved = env;
+    env = makeEnv({ metrics: createMetrics({ namespace: 'OciRelayTest', dimensions: { service: 'ocirelay', stage: 'test' }, sink: (line) => emf.push(JSON.parse(line)) }) });
+    const from = logs.length;
+    try {
+      const planned = await fanout(request(`${src.host}/app/observed:v1`, `${dst.host}/mirror/observed:v1`, { id: 'observed-1' }), { awsRequestId: 'fanout-req-1' });
+      assert.equal(planned.status, 'planned');
+      await drain();
+    } finally {
+      env = saved;
+    }
+    assert.ok((await inspectRaw(`${dst.host}/mirror/observed:v1`)).equals(img.manifest));
+    assert.ok(emf.length >= 2, 'fan-out and at least one worker batch');
+    const totals = new Map<string, number>();
+    for (const line of emf) {
+      const directive = line._aws.CloudWatchMetrics;
+      assert.equal(typeof line._aws.Timestamp, 'number');
+      assert.ok(Math.abs(line._aws.Timestamp - Date.now()) < 5 * 60_000, 'a timestamp in ms');
+      assert.equal(directive.length, 1);
+      assert.equal(directive[0].Namespace, 'OciRelayTest');
+      assert.deepEqual(directive[0].Dimensions, [['service', 'stage']]);
+      assert.equal(line.service, 'ocirelay');
+      assert.equal(line.stage, 'test');
+      for (const metric of directive[0].Metrics as Array<{ Name: string; Unit: string }>) {
+        assert.equal(metric.Unit, ['BytesCopied', 'ExportBytes'].includes(metric.Name) ? 'Bytes' : 'Count', metric.Name);
+        assert.equal(typeof line[metric.Name], 'number', `the value of ${metric.Name} is a member`);
+        totals.set(metric.Name, (totals.get(metric.Name) ?? 0) + line[metric.Name]);
+      }
+    }
+    assert.equal(totals.get('BlobsCopied'), 3, 'two layers and the config');
+    assert.ok((totals.get('BytesCopied') ?? 0) > 6000);
+    assert.equal(totals.get('ManifestsCommitted'), 1);
+    const mine = logs.slice(from).filter((l) => l.requestId === 'observed-1');
+    const planned = mine.find((l) => l.message === 'fan-out planned');
+    assert.equal(planned?.awsRequestId, 'fanout-req-1');
+    assert.equal(planned?.task, 'fanout');
+    assert.equal(planned?.image, `${src.host}/app/observed:v1`);
+    const worker = mine.filter((l) => l.message === 'blob task done' || l.message === 'manifest committed');
+    assert.ok(worker.length >= 2);
+    for (const line of worker) {
+      assert.match(String(line.awsRequestId), /^test-\d+$/, 'the worker invocation\'s request id');
+      assert.ok(line.task === 'blob' || line.task === 'commit');
+      assert.equal(line.image, line.task === 'blob' ? `${src.host}/app/observed` : `${src.host}/app/observed:v1`);
+      assert.equal(line.target, line.task === 'blob' ? `${dst.host}/mirror/observed` : `${dst.host}/mirror/observed:v1`);
+      assert.equal(typeof line.messageId, 'string');
+    }
+  });
+
   test('a task that keeps failing is retried with backoff until maxReceiveCount moves it to the DLQ', async () => {
     const failing = makeEnv({ registries: new RegistryPool({ retry: { maxAttempts: 1 } }) });
     const body = serialise({ v: 1, type: 'blob', requestId: 'unreachable', source: { registry: '127.0.0.1:9', repository: 'x' }, target: { registry: dst.host, repository: 'mirror/x' }, blobs: [{ digest: digestOf('x'), size: 1, mediaType: 'application/octet-stream' }] });
@@ -439,7 +515,7 @@ describe('pipeline end to end', () => {
       assert.deepEqual(types, ['blob', 'commit'], 'the blob task failed for good, the commit gave up at its deadline');
       const commit = JSON.parse(dead.find((b) => JSON.parse(b).type === 'commit') as string) as { wait: { attempt: number; deadline: number } };
       assert.ok(commit.wait.attempt >= 3, `waited ${commit.wait.attempt} times`);
-      assert.ok(logs.some((l) => l.message === 'commit gave up waiting for its content; sent to the dead-letter queue' && l.task === 'commit' && l.image === `${dst.host}/mirror/gone:v1`));
+      assert.ok(logs.some((l) => l.message === 'commit gave up waiting for its content; sent to the dead-letter queue' && l.task === 'commit' && l.image === `${src.host}/app/gone:v1` && l.target === `${dst.host}/mirror/gone:v1`));
       assert.equal(await queueDepth(sqs.client, work.url), 0);
       assert.equal(await inspectRaw(`${dst.host}/mirror/gone:v1`).then(() => 'present', () => 'absent'), 'absent', 'nothing was committed');
     } finally {

@@ -109,14 +109,15 @@ function retryableTask(err: unknown): boolean {
   return err instanceof OciRelayError ? err.retryable : true;
 }
 
+/** What every log line of a task carries: the request, the task, the image copied (its source) and where to. */
 function taskFields(task: Task): Record<string, unknown> {
   switch (task.type) {
     case 'image':
-      return { requestId: task.request.id, task: 'image', image: task.request.source, digest: task.sourceDigest };
+      return { requestId: task.request.id, task: 'image', image: task.request.source, target: task.request.target, digest: task.sourceDigest };
     case 'blob':
-      return { requestId: task.requestId, task: 'blob', image: `${task.source.registry}/${task.source.repository}`, blobs: task.blobs.map((b) => b.digest) };
+      return { requestId: task.requestId, task: 'blob', image: `${task.source.registry}/${task.source.repository}`, target: `${task.target.registry}/${task.target.repository}`, blobs: task.blobs.map((b) => b.digest) };
     case 'commit':
-      return { requestId: task.request.id, task: 'commit', image: task.request.target, digest: task.digest };
+      return { requestId: task.request.id, task: 'commit', image: task.request.source, target: task.request.target, digest: task.digest };
     case 'export':
       return { requestId: task.requestId, task: 'export', image: task.source };
   }
@@ -277,9 +278,9 @@ export function createFanoutHandler(getEnv: EnvSource): (event: unknown, context
       log.error('invalid replication request sent to the failed-requests queue', { reason });
       return { status: 'invalid', reason };
     }
-    const requestLog = log.child({ requestId: request.id, image: request.source });
+    const requestLog = log.child({ requestId: request.id, image: request.source, target: request.target });
     try {
-      const result = await fanOut(request, env);
+      const result = await fanOut(request, { ...env, logger: requestLog });
       return { status: 'planned', digest: result.digest, noop: result.noop };
     } catch (err) {
       env.metrics.add('TaskFailures');

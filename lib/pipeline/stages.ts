@@ -196,7 +196,7 @@ export async function fanOut(request: ReplicationRequest, env: PipelineEnv): Pro
   // Work first, commits after: commits that arrive early only wait.
   await env.work.send(work);
   await env.work.send(commits);
-  log.info('fan-out planned', { digest: p.root.digest, noop: result.noop, ...result.tasks, platforms: p.manifests.filter((m) => m.platform).map((m) => m.platform) });
+  log.info('fan-out planned', { digest: p.root.digest, noop: result.noop, tasks: result.tasks, platforms: p.manifests.filter((m) => m.platform).map((m) => m.platform) });
 
   if (request.referrers) await fanOutReferrers(request, p, source, env);
   return result;

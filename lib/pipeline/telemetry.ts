@@ -99,3 +99,19 @@ export function nullMetrics(): Metrics & { totals: Map<MetricName, number> } {
   const totals = new Map<MetricName, number>();
   return { totals, add: (name, value = 1) => totals.set(name, (totals.get(name) ?? 0) + value), flush: () => undefined };
 }
+
+/**
+ * Wraps a handler factory whose environment carries a logger so that every line of one invocation
+ * carries its Lambda request id (`awsRequestId`): the factory is given, per invocation, the
+ * environment with a child logger. Used for ingress, whose handler does not read the context.
+ */
+export function withRequestId<E extends { logger: Logger }, Ev, R>(
+  create: (getEnv: () => Promise<E>) => (event: Ev) => Promise<R>,
+  getEnv: () => E | Promise<E>,
+): (event: Ev, context?: { awsRequestId?: string }) => Promise<R> {
+  return (event, context) =>
+    create(async () => {
+      const env = await getEnv();
+      return context?.awsRequestId ? { ...env, logger: env.logger.child({ awsRequestId: context.awsRequestId }) } : env;
+    })(event);
+}
