@@ -3,8 +3,10 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { handleEventBridge, handleWebhook, ReplayCache, type IngressEnv } from '../lib/pipeline/ingress.js';
 import { parseEcrEvent } from '../lib/events/ecr.js';
+import { PARSERS } from '../lib/events/index.js';
 import type { ReplicationRequest } from '../lib/pipeline/messages.js';
 import { createLogger, nullMetrics } from '../lib/pipeline/telemetry.js';
 import { parseConfig, resolveSecret } from '../lib/rules/config.js';
@@ -200,6 +202,169 @@ describe('the payload is a hint: hosts come from the rules', () => {
     assert.equal((await handleWebhook(post('/hooks/registry', body, auth), env)).body.accepted, 0);
     assert.equal(submitted.length, 1);
   });
+});
+
+describe('every webhook kind, authenticated through handleWebhook', () => {
+  // Vendor-documented deliveries (test/fixtures/events), each on an endpoint protected the way its
+  // source can protect it: a bearer token (Harbor's auth header), a custom header (ACR's custom
+  // headers), GitHub's HMAC, or, for sources that send no credential at all (Docker Hub, Quay, GAR
+  // Pub/Sub push without OIDC verification), only an unguessable path.
+  const fixture = (name: string): { headers: Record<string, string>; body: Buffer } => {
+    const f = JSON.parse(readFileSync(new URL(`fixtures/events/${name}.json`, import.meta.url), 'utf8')) as { headers?: Record<string, string>; body: unknown };
+    return { headers: { ...f.headers }, body: Buffer.from(JSON.stringify(f.body)) };
+  };
+  const GH_SECRET = 'gh-webhook-secret-7f3a';
+  const sign = (body: Buffer | string, key = GH_SECRET): string => `sha256=${createHmac('sha256', key).update(body).digest('hex')}`;
+  const KIND_RULES = [
+    { from: 'hub.harbor.com/test-webhook', to: 'mirror.example.com/harbor' },
+    { from: 'myregistry.azurecr.io/hello-world', to: 'mirror.example.com/acr/hello-world' },
+    { from: 'ghcr.io/noahvdaa', to: 'mirror.example.com/github' },
+    { from: 'docker.io/svendowideit/testhook', to: 'mirror.example.com/hub/testhook' },
+    { from: 'quay.example.com:8443/acme', to: 'mirror.example.com/quay' },
+    { from: 'us-east1-docker.pkg.dev/my-project', to: 'mirror.example.com/gar' },
+  ];
+  function kinds(submit?: IngressEnv['submit'], rules: unknown[] = KIND_RULES): { env: IngressEnv; submitted: ReplicationRequest[]; lines: string[] } {
+    const config = parseConfig(
+      JSON.stringify({
+        rules,
+        webhooks: [
+          { path: '/hooks/harbor', kind: 'harbor', token: 'harbor-token' },
+          { path: '/hooks/acr', kind: 'acr', token: 'acr-token', header: 'X-Acr-Token' },
+          { path: '/hooks/github', kind: 'github', secret: GH_SECRET },
+          { path: '/hooks/hub-5f0c2a9e41d7b3c8', kind: 'dockerhub', unauthenticated: true },
+          { path: '/hooks/quay-9d41e07b2c6a8f13', kind: 'quay', unauthenticated: true },
+          { path: '/hooks/gar-2b7e5c0a9f4d1e86', kind: 'gar', unauthenticated: true },
+        ],
+      }),
+    );
+    const submitted: ReplicationRequest[] = [];
+    const lines: string[] = [];
+    const env: IngressEnv = {
+      config,
+      secrets: new Map([['/hooks/harbor', { token: 'harbor-token' }], ['/hooks/acr', { token: 'acr-token' }], ['/hooks/github', { secret: GH_SECRET }]]),
+      submit: submit ?? (async (r) => void submitted.push(r)),
+      parsers: PARSERS,
+      logger: createLogger({ sink: (l) => lines.push(l) }),
+      metrics: nullMetrics(),
+      replays: new ReplayCache(),
+    };
+    return { env, submitted, lines };
+  }
+
+  const gh = fixture('github/container-published-tagged');
+  const signedGitHub = { ...gh.headers, 'x-hub-signature-256': sign(gh.body) };
+  const harbor = fixture('harbor/docs-default-push');
+  const acr = fixture('acr/push');
+  const { 'x-hub-signature-256': _placeholder, ...unsignedGitHub } = gh.headers;
+  // Each refusal: what is sent, and the answer (401 no credential, 403 a wrong one).
+  const cases: Array<{ kind: string; path: string; body: Buffer; good: Record<string, string>; refused: Array<[string, Record<string, string>, 401 | 403, Buffer?]>; target: string }> = [
+    {
+      kind: 'harbor (Authorization: Bearer, Harbor\'s auth header)',
+      path: '/hooks/harbor',
+      body: harbor.body,
+      good: { ...harbor.headers, authorization: 'Bearer harbor-token' },
+      refused: [
+        ['no Authorization', { 'content-type': 'application/json' }, 401],
+        ['the token without its scheme', { authorization: 'harbor-token' }, 401],
+        ['a wrong token', { ...harbor.headers, authorization: 'Bearer harbor-tokeN' }, 403],
+      ],
+      target: 'mirror.example.com/harbor/debian:latest',
+    },
+    {
+      kind: 'acr (a custom header)',
+      path: '/hooks/acr',
+      body: acr.body,
+      good: { ...acr.headers, 'x-acr-token': 'acr-token' },
+      refused: [
+        ['the token in Authorization instead of the configured header', { ...acr.headers, authorization: 'Bearer acr-token' }, 401],
+        ['a wrong token', { ...acr.headers, 'x-acr-token': 'acr-token-2' }, 403],
+      ],
+      target: 'mirror.example.com/acr/hello-world:v1',
+    },
+    {
+      kind: 'github (X-Hub-Signature-256 over the raw body)',
+      path: '/hooks/github',
+      body: gh.body,
+      good: signedGitHub,
+      refused: [
+        ['no signature', unsignedGitHub, 401],
+        ['a SHA-1 signature only', { ...unsignedGitHub, 'x-hub-signature': `sha1=${createHmac('sha1', GH_SECRET).update(gh.body).digest('hex')}` }, 401],
+        ['a signature with another key', { ...gh.headers, 'x-hub-signature-256': sign(gh.body, 'guessed-secret') }, 403],
+        ['the signature of another body', signedGitHub, 403, Buffer.from(gh.body.toString().replace('"latest"', '"evil"'))],
+        ['a placeholder signature', gh.headers, 403],
+      ],
+      target: 'mirror.example.com/github/repositoryname/frontend:latest',
+    },
+  ];
+  for (const c of cases) {
+    test(`${c.kind}: good is accepted; without credentials 401, forged 403, nothing submitted`, async () => {
+      const { env, submitted } = kinds();
+      const good = await handleWebhook(post(c.path, c.body, c.good), env);
+      assert.equal(good.status, 202, JSON.stringify(good.body));
+      assert.deepEqual(submitted.map((r) => r.target), [c.target]);
+      for (const [name, headers, status, body] of c.refused) {
+        const fresh = kinds();
+        const answer = await handleWebhook(post(c.path, body ?? c.body, headers), fresh.env);
+        assert.equal(answer.status, status, name);
+        assert.equal(fresh.submitted.length, 0, name);
+      }
+    });
+  }
+
+  test('github: the signature example of GitHub\'s documentation is accepted (then refused as not JSON)', async () => {
+    // docs.github.com "Validating webhook deliveries", "Testing the webhook payload validation".
+    const { env } = kinds();
+    env.secrets = new Map([['/hooks/github', { secret: "It's a Secret to Everybody" }]]);
+    const documented = 'sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17';
+    const answer = await handleWebhook(post('/hooks/github', Buffer.from('Hello, World!'), { 'x-hub-signature-256': documented }), env);
+    assert.equal(answer.status, 400);
+    assert.match(String(answer.body.error), /not JSON/);
+    assert.equal((await handleWebhook(post('/hooks/github', Buffer.from('Hello, World?'), { 'x-hub-signature-256': documented }), env)).status, 403);
+  });
+
+  test('github: a delivery is de-duplicated by X-GitHub-Delivery; a redelivery after a 503 is accepted', async () => {
+    let down = true;
+    const submitted: ReplicationRequest[] = [];
+    const { env } = kinds(async (r) => {
+      if (down) throw new Error('invoke failed');
+      submitted.push(r);
+    });
+    assert.equal((await handleWebhook(post('/hooks/github', gh.body, signedGitHub), env)).status, 503);
+    down = false;
+    assert.equal((await handleWebhook(post('/hooks/github', gh.body, signedGitHub), env)).status, 202, 'the redelivery is not a replay');
+    const replay = await handleWebhook(post('/hooks/github', gh.body, signedGitHub), env);
+    assert.deepEqual(replay, { status: 200, body: { status: 'duplicate', deliveryId: gh.headers['x-github-delivery'] } });
+    assert.equal(submitted.length, 1);
+    // Another delivery id is another delivery (GitHub's "redeliver" keeps the id; a new event gets a new one).
+    const other = { ...signedGitHub, 'x-github-delivery': '7a8b9c0d-4f50-11ed-8a6b-0242ac120002' };
+    assert.equal((await handleWebhook(post('/hooks/github', gh.body, other), env)).status, 202);
+    assert.equal(submitted.length, 2);
+  });
+
+  const open: Array<[string, string, string, string]> = [
+    ['dockerhub', '/hooks/hub-5f0c2a9e41d7b3c8', 'dockerhub/docs-example', 'mirror.example.com/hub/testhook:latest'],
+    ['quay', '/hooks/quay-9d41e07b2c6a8f13', 'quay/quay-sample-several-tags', 'mirror.example.com/quay/app:foo'],
+    ['gar (Pub/Sub push)', '/hooks/gar-2b7e5c0a9f4d1e86', 'gar/insert-tagged', 'mirror.example.com/gar/my-repo/hello-world:1.1'],
+  ];
+  for (const [kind, path, name, target] of open) {
+    test(`${kind}: no credential exists, the unguessable path is the secret (any other path is 404)`, async () => {
+      const { env, submitted, lines } = kinds();
+      const f = fixture(name);
+      assert.equal((await handleWebhook(post(path, f.body, f.headers), env)).status, 202);
+      // An event outside the rules is logged, naming the endpoint by a prefix of its path only: the path is the secret.
+      const elsewhere = kinds(undefined, [{ from: 'elsewhere.example/x', to: 'mirror.example.com/x' }]);
+      assert.equal((await handleWebhook(post(path, f.body, f.headers), elsewhere.env)).status, 202);
+      const logged = [...lines, ...elsewhere.lines];
+      assert.ok(logged.some((l) => l.includes('event outside every rule ignored') && l.includes(`${path.slice(0, path.lastIndexOf('/') + 5)}…`)), logged.join('\n'));
+      assert.ok(!logged.some((l) => l.includes(path)), 'the unguessable path never reaches the logs');
+      assert.ok(submitted.some((r) => r.target === target), submitted.map((r) => r.target).join(', '));
+      const before = submitted.length;
+      for (const guess of ['/hooks/dockerhub', '/hooks/quay', '/hooks/gar', `${path.slice(0, -1)}0`]) {
+        assert.equal((await handleWebhook(post(guess, f.body, f.headers), env)).status, 404, guess);
+      }
+      assert.equal(submitted.length, before);
+    });
+  }
 });
 
 describe('EventBridge', () => {

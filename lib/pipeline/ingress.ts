@@ -84,6 +84,16 @@ export class ReplayCache {
 
 const BUILT_IN: Partial<Record<Webhook['kind'], DeliveryParser>> = { distribution: parseDistribution };
 
+/**
+ * A webhook's path as logs may show it: an `unauthenticated` endpoint's path is its secret, so
+ * only its first characters are shown (`/hooks/hub-5f0c…`).
+ */
+export function webhookLabel(hook: Pick<Webhook, 'path' | 'unauthenticated'>): string {
+  if (!hook.unauthenticated) return hook.path;
+  const cut = hook.path.lastIndexOf('/') + 1;
+  return `${hook.path.slice(0, cut)}${hook.path.slice(cut, cut + 4)}…`;
+}
+
 function safeEqual(a: string, b: string): boolean {
   // Hashing first makes the comparison constant-time whatever the lengths.
   return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
@@ -138,7 +148,7 @@ export async function handleWebhook(req: HttpRequest, env: IngressEnv): Promise<
     delivery = parser(json, req.headers);
   } catch (err) {
     if (err instanceof PayloadError) return { status: 400, body: { error: err.message } };
-    env.logger.error('webhook parser failed', { path: hook.path, ...errorFields(err) });
+    env.logger.error('webhook parser failed', { path: webhookLabel(hook), ...errorFields(err) });
     return { status: 400, body: { error: 'payload could not be read' } };
   }
   const replays = env.replays;
@@ -158,7 +168,7 @@ export async function handleWebhook(req: HttpRequest, env: IngressEnv): Promise<
     keys.add(key);
     return true;
   });
-  const answer = await accept(events, delivery.ignored + (delivery.events.length - events.length), env, { id: delivery.deliveryId ?? `${hook.kind}-${now}`, ...(hook.rules ? { only: hook.rules } : {}), source: hook.path });
+  const answer = await accept(events, delivery.ignored + (delivery.events.length - events.length), env, { id: delivery.deliveryId ?? `${hook.kind}-${now}`, ...(hook.rules ? { only: hook.rules } : {}), source: webhookLabel(hook) });
   if (replays && answer.status < 300) for (const key of [...keys, ...(deliveryKey ? [deliveryKey] : [])]) replays.record(key, now);
   return answer;
 }

@@ -10,7 +10,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { PARSERS } from '../../events/index.js';
-import { handleWebhook, ReplayCache, type IngressEnv } from '../../pipeline/ingress.js';
+import { handleWebhook, ReplayCache, webhookLabel, type IngressEnv } from '../../pipeline/ingress.js';
 import type { ReplicationRequest } from '../../pipeline/messages.js';
 import { createLogger, createMetrics, errorFields } from '../../pipeline/telemetry.js';
 import { syncRules } from '../../rules/sync.js';
@@ -41,8 +41,9 @@ function parseListen(value: string | undefined): { host: string; port: number } 
 /**
  * Reads a body up to `limit` bytes, counting what arrives (a chunked body declares no length).
  * Beyond the limit it reports `tooLarge` at once, so that 413 can be answered, and keeps reading
- * and discarding: a client still sending when the socket closes gets a reset instead of the
- * answer. What it discards is bounded too (`drainLimit`): past it, the connection is closed.
+ * and discarding (the answer must not close the connection: a client still sending when the
+ * socket closes gets a reset instead of the answer). What it discards is bounded too
+ * (`drainLimit`, and the server's request timeout): past it, the connection is closed.
  */
 function readLimited(req: IncomingMessage, limit: number, drainLimit = 8 * limit): Promise<{ body: Buffer } | { tooLarge: true }> {
   return new Promise((resolve, reject) => {
@@ -115,9 +116,11 @@ export async function serveCommand(argv: string[]): Promise<number> {
   };
 
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const respond = (status: number, body: Record<string, unknown>): void => {
+    // `close: false` while the request is still arriving: closing the connection then would reset
+    // it under a client that is still sending, and the client would never read the answer.
+    const respond = (status: number, body: Record<string, unknown>, close = true): void => {
       if (res.headersSent) return;
-      res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
+      res.writeHead(status, { 'content-type': 'application/json', ...(close ? { connection: 'close' } : {}) });
       res.end(JSON.stringify(body));
     };
     const path = (req.url ?? '/').split('?', 1)[0] as string;
@@ -128,13 +131,14 @@ export async function serveCommand(argv: string[]): Promise<number> {
     readLimited(req, maxBody)
       .then(async (read) => {
         if ('tooLarge' in read) {
-          respond(413, { error: `body larger than ${maxBody} bytes` });
+          respond(413, { error: `body larger than ${maxBody} bytes` }, false);
           return;
         }
         const headers: Record<string, string | undefined> = {};
         for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : v;
         const answer = await handleWebhook({ method: req.method ?? 'GET', path, headers, body: read.body }, ingress);
-        logger.info('webhook', { path, status: answer.status, ...answer.body });
+        const hook = config.webhooks.find((h) => h.path === path);
+        logger.info('webhook', { path: hook ? webhookLabel(hook) : path, status: answer.status, ...answer.body });
         respond(answer.status, answer.body);
       })
       .catch((err: unknown) => {
@@ -151,7 +155,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : listen.port;
-  logger.info('listening', { url: `http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`, webhooks: config.webhooks.map((h) => `${h.kind} ${h.path}`) });
+  logger.info('listening', { url: `http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`, webhooks: config.webhooks.map((h) => `${h.kind} ${webhookLabel(h)}`) });
 
   const running = pipeline.run();
   await new Promise<void>((resolve) => {
