@@ -98,6 +98,17 @@ export async function copyBlob(ctx: TransferContext, blob: PlannedBlob): Promise
   }
 
   const attempts = ctx.blobAttempts ?? 3;
+  // The download starts alongside the upload session's POST instead of after it: one round trip
+  // less per blob across a WAN. (Not with a mount in prospect, which needs no download.) The
+  // stream is verified on its way like any other; one left unused because every attempt failed
+  // before its upload began is closed when the copy gives up.
+  let prefetched: Promise<Readable> | undefined = blob.inline || mountFrom ? undefined : sourceStream(source, blob, ctx.signal);
+  prefetched?.catch(() => undefined);
+  const open = async (): Promise<Readable> => {
+    const first = prefetched;
+    prefetched = undefined;
+    return first ?? (blob.inline ? inlineStream(blob) : sourceStream(source, blob, ctx.signal));
+  };
   // Bytes sent by attempts that failed count too: the report says what crossed the network.
   let earlier = 0;
   let current = 0;
@@ -107,7 +118,7 @@ export async function copyBlob(ctx: TransferContext, blob: PlannedBlob): Promise
       const result = await sided('target', () =>
         target.pushBlob(
           { digest: blob.digest, size: blob.size },
-          async () => (blob.inline ? inlineStream(blob) : sourceStream(source, blob, ctx.signal)),
+          open,
           {
             ...(mountFrom ? { mountFrom } : {}),
             ...(ctx.chunkSize ? { chunkSize: ctx.chunkSize } : {}),
@@ -122,7 +133,10 @@ export async function copyBlob(ctx: TransferContext, blob: PlannedBlob): Promise
       return done(result.outcome === 'mounted' ? 'mounted' : 'copied', earlier + result.bytesSent);
     } catch (err) {
       earlier += current;
-      if (attempt >= attempts || ctx.signal?.aborted || !worthAnotherAttempt(err)) throw err;
+      if (attempt >= attempts || ctx.signal?.aborted || !worthAnotherAttempt(err)) {
+        void prefetched?.then((stream) => stream.destroy(), () => undefined);
+        throw err;
+      }
       mountFrom = undefined; // a mount that failed half-way is not tried again
       await sleep(200 * 2 ** (attempt - 1), ctx.signal);
     }
