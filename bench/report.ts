@@ -45,6 +45,12 @@ export interface Results {
   generatedAt: string;
   latencyMs: number;
   rssMethod: string;
+  /** Load averages (1, 5, 15 min) at the start and the end of the run. */
+  load: { before: number[]; after: number[] };
+  /** Wall time of the whole run, seconds. */
+  seconds?: number;
+  /** The command line of the run. */
+  invocation?: string;
   targets: Partial<Record<(typeof TARGET_KEYS)[number], TargetResult>>;
 }
 
@@ -100,7 +106,8 @@ function kindsTable(cases: readonly CaseResult[]): string[] {
     for (const tool of ['ocirelay', 'skopeo', 'raw'] as const) {
       const k = c.tools[tool]?.kinds;
       if (!k) continue;
-      rows.push(`- ${c.title}, ${tool}: ${c.tools[tool]?.medianRequests} requests — ${Object.entries(k).sort((a, b) => b[1] - a[1]).map(([kind, n]) => `${kind} ${n}`).join(', ')}`);
+      const proxyCpu = c.tools[tool]?.medianProxyCpuMs;
+      rows.push(`- ${c.title}, ${tool}: ${c.tools[tool]?.medianRequests} requests — ${Object.entries(k).sort((a, b) => b[1] - a[1]).map(([kind, n]) => `${kind} ${n}`).join(', ')}${c.network === 'wan' && proxyCpu !== undefined ? `; CPU: ${tool} ${((c.tools[tool]?.medianCpuMs ?? NaN) / 1000).toFixed(2)} s, the two latency proxies ${(proxyCpu / 1000).toFixed(2)} s` : ''}`);
     }
   }
   return rows;
@@ -144,6 +151,10 @@ export function markdown(results: Results, invocation: string): string {
   for (const key of TARGET_KEYS) {
     const t = results.targets[key];
     if (!t) continue;
+    if (t.error) {
+      out.push(`| ${t.title.split(':')[0]} | could not be measured (see below) | – | – | **ERROR** |`);
+      continue;
+    }
     for (const c of t.checks) out.push(`| ${t.title.split(':')[0]} | ${c.what} | ${c.unit === 'x' ? x(c.value) : `${Math.round(c.value * 10) / 10} ${c.unit}`} | ${c.op} ${c.limit}${c.unit === 'x' ? '' : ` ${c.unit}`} | ${verdict(c)} |`);
   }
   out.push(
@@ -152,6 +163,7 @@ export function markdown(results: Results, invocation: string): string {
     '',
     `- \`nproc\`: ${m.nproc} (${m.cpu}); memory ${m.memoryGiB} GiB; kernel ${m.kernel}`,
     `- Node.js ${m.node}, undici ${m.undici}; ${m.skopeo}; ${m.registry} (filesystem storage on local disk)`,
+    `- Load average (1, 5, 15 min) at the start of the run: ${(results.load?.before ?? []).join(', ') || '?'}; at the end: ${(results.load?.after ?? []).join(', ') || '?'}${results.seconds !== undefined ? `; the run took ${(results.seconds / 60).toFixed(1)} min` : ''}. A load above 2 on this 2-core machine means other work shared the cores: absolute times grow, ratios of alternating rounds much less (each target gives its own load below).`,
     '',
     '## Method',
     '',
@@ -168,7 +180,11 @@ export function markdown(results: Results, invocation: string): string {
   for (const key of TARGET_KEYS) {
     const t = results.targets[key];
     if (!t) continue;
-    out.push(`## ${t.title}`, '', `${t.rounds} rounds; run ${t.ranAt.replace('T', ' ').slice(0, 16)} UTC.`, '');
+    out.push(`## ${t.title}`, '', `${t.rounds} rounds; run ${t.ranAt.replace('T', ' ').slice(0, 16)} UTC${t.seconds !== undefined ? `, took ${t.seconds} s` : ''}${t.load ? `; load average ${t.load.before.join(' ')} before, ${t.load.after.join(' ')} after` : ''}.`, '');
+    if (t.error) {
+      out.push('Could not be measured:', '', '```', t.error, '```', '');
+      continue;
+    }
     out.push(...(key === 'lambda' ? lambdaTable(t.cases) : copyTable(t.cases)), '', ...checkRows(t.checks), '');
     const kinds = kindsTable(t.cases);
     if (kinds.length && (key === 'noop' || key === 'cold' || key === 'index')) out.push('Requests seen by the proxies (last run of each tool):', '', ...kinds, '');

@@ -8,14 +8,16 @@
 //   --latency MS                                       (BENCH_LATENCY_MS) WAN-like delay per request, default 25
 //   --cpu-prof DIR     run measured ocirelay processes with `node --cpu-prof --cpu-prof-dir DIR`
 //   --no-write         print the results, leave BENCHMARKS.md and results.json alone
+//   --report-only      measure nothing: write BENCHMARKS.md again from bench/results.json (and bench/ANALYSIS.md)
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startRegistry } from '../test/support/index.js';
 import { log, OCIRELAY_BIN, PROJECT_ROOT, RSS_METHOD } from './harness.js';
 import { loadPrevious, machine, MARKDOWN_FILE, markdown, RESULTS_FILE, type Results } from './report.js';
-import { TARGET_KEYS, TARGETS, type BenchContext, type TargetKey, type TargetResult } from './targets.js';
+import { TARGET_KEYS, TARGET_TITLES, TARGETS, type BenchContext, type TargetKey, type TargetResult } from './targets.js';
 
 const { values } = parseArgs({
   options: {
@@ -24,12 +26,21 @@ const { values } = parseArgs({
     latency: { type: 'string' },
     'cpu-prof': { type: 'string' },
     'no-write': { type: 'boolean' },
+    'report-only': { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   },
 });
 
 if (values.help) {
-  process.stdout.write(`usage: npm run bench -- [--only ${TARGET_KEYS.join(',')}] [--rounds N] [--latency MS] [--cpu-prof DIR] [--no-write]\n`);
+  process.stdout.write(`usage: npm run bench -- [--only ${TARGET_KEYS.join(',')}] [--rounds N] [--latency MS] [--cpu-prof DIR] [--no-write] [--report-only]\n`);
+  process.exit(0);
+}
+
+if (values['report-only']) {
+  const previous = loadPrevious();
+  if (!previous) throw new Error(`no ${relative(PROJECT_ROOT, RESULTS_FILE)} to report from`);
+  writeFileSync(MARKDOWN_FILE, markdown(previous, previous.invocation ?? 'npm run bench'));
+  log(`wrote ${relative(PROJECT_ROOT, MARKDOWN_FILE)} from ${relative(PROJECT_ROOT, RESULTS_FILE)}`);
   process.exit(0);
 }
 
@@ -81,7 +92,10 @@ async function bundleRawCopy(): Promise<string> {
   return outfile;
 }
 
+const load = (): number[] => loadavg().map((l) => Math.round(l * 100) / 100);
+
 async function main(): Promise<void> {
+  const runStarted = performance.now();
   ensureBuilt();
   const rawCopy = await bundleRawCopy();
   const cpuProf = values['cpu-prof'];
@@ -94,6 +108,7 @@ async function main(): Promise<void> {
     generatedAt: new Date().toISOString(),
     latencyMs,
     rssMethod: RSS_METHOD,
+    load: { before: load(), after: [] },
     // Earlier results of targets measured with the same latency are kept when only a subset runs.
     targets: previous && previous.latencyMs === latencyMs ? { ...previous.targets } : {},
   };
@@ -102,22 +117,39 @@ async function main(): Promise<void> {
   try {
     for (const key of TARGET_KEYS) {
       if (!only.includes(key)) continue;
-      log(`--- ${key}`);
+      const before = load();
+      log(`--- ${key} (load average ${before.join(' ')})`);
       const started = Date.now();
       try {
         const measured = await TARGETS[key](ctx);
-        const result: TargetResult = { key, ranAt: new Date(started).toISOString(), rounds, ...measured };
+        const result: TargetResult = { key, ranAt: new Date(started).toISOString(), rounds, ...measured, seconds: Math.round((Date.now() - started) / 100) / 10, load: { before, after: load() } };
         results.targets[key as TargetKey] = result;
         for (const c of result.checks) log(`${c.pass ? 'PASS' : 'FAIL'} ${key}: ${c.what}: ${c.unit === 'x' ? c.value.toFixed(2) : c.value.toFixed(1)} ${c.unit} (target ${c.op} ${c.limit})`);
       } catch (err) {
         failures.push(`${key}: ${(err as Error).stack ?? String(err)}`);
         log(`ERROR ${key}: ${(err as Error).message}`);
+        // Recorded, not dropped: BENCHMARKS.md says the target could not be measured, and why.
+        results.targets[key as TargetKey] = {
+          key,
+          title: TARGET_TITLES[key],
+          ranAt: new Date(started).toISOString(),
+          rounds,
+          seconds: Math.round((Date.now() - started) / 100) / 10,
+          load: { before, after: load() },
+          error: (err as Error).message.slice(0, 2000),
+          cases: [],
+          checks: [{ what: 'measured to the end', value: 0, op: '<=', limit: 0, unit: '', pass: false }],
+          notes: [],
+        };
       }
     }
   } finally {
     await source.stop();
   }
-  const invocation = `npm run bench -- --only ${only.join(',')} --rounds ${rounds}${latencyMs !== 25 ? ` --latency ${latencyMs}` : ''}`;
+  results.load.after = load();
+  results.seconds = Math.round((performance.now() - runStarted) / 1000);
+  const invocation = process.argv.length > 2 ? `npm run bench -- ${process.argv.slice(2).join(' ')}` : 'npm run bench';
+  results.invocation = invocation;
   if (!values['no-write'] && !cpuProf) {
     writeFileSync(RESULTS_FILE, `${JSON.stringify(results, null, 2)}\n`);
     writeFileSync(MARKDOWN_FILE, markdown(results, invocation));
@@ -126,6 +158,7 @@ async function main(): Promise<void> {
   const all = only.flatMap((k) => results.targets[k as TargetKey]?.checks ?? []);
   const failed = all.filter((c) => !c.pass);
   process.stdout.write(`\n${all.length - failed.length}/${all.length} checks PASS${failed.length ? `; FAIL: ${failed.map((c) => c.what).join('; ')}` : ''}\n`);
+  process.stdout.write(`the whole run took ${results.seconds} s (load average ${results.load.before.join(' ')} at the start, ${results.load.after.join(' ')} at the end)\n`);
   if (failures.length) {
     process.stderr.write(`\n${failures.join('\n\n')}\n`);
     process.exitCode = 2;
