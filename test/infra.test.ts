@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { App, Duration, Stack, type CfnElement } from 'aws-cdk-lib';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
@@ -15,12 +17,15 @@ import { BUNDLE_FILE, ESBUILD_OPTIONS, FUNCTION_NAMES, PROJECT_ROOT, entryOf } f
 import { ENV } from '../infra/environment.js';
 import { EXAMPLE_TARGET_REGISTRY, exampleConfig } from '../infra/example-config.js';
 import { OCI_REPLICATOR_DEFAULTS, OciReplicator, SCHEDULED_SYNC_EVENT, type OciReplicatorProps } from '../infra/replicator.js';
-import { cdkBundlingOptions, type ReplicatorFunction } from '../infra/replicator-function.js';
+import { cdkBundlingOptions, LAMBDA_ENVIRONMENT_LIMIT_BYTES, type ReplicatorFunction } from '../infra/replicator-function.js';
+import { parseConfig } from '../lib/rules/config.js';
 import { OciRelayStack } from '../infra/stack.js';
 import type { TaskQueue } from '../infra/task-queue.js';
 import { MAX_MESSAGE_BYTES } from '../lib/pipeline/messages.js';
 
 type Json = Record<string, any>;
+
+const run = promisify(execFile);
 
 /**
  * Allow statements that may have Resource '*', and why: ecr:GetAuthorizationToken has no resource
@@ -638,4 +643,37 @@ describe('props', () => {
     const huge = { rules: Array.from({ length: 100 }, (_, i) => ({ from: `docker.io/library/image-${i}`, to: `registry.example.com/mirror/image-${i}` })) };
     assert.throws(() => variant({ config: huge }), /environment would take about \d+ bytes; Lambda allows 4096 \(largest: OCIRELAY_CONFIG/);
   });
+});
+
+// The one test that runs the CDK CLI itself, as an operator would on a fresh checkout: cdk.json's
+// app, offline (the flags from TESTING.md), no Docker. It takes about 18 s: keep it the only one.
+test('`cdk synth` through cdk.json works offline and yields the stack with its bundled functions and an environment within Lambda\'s 4 KiB', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'ocirelay-synth-'));
+  try {
+    const { stdout, stderr } = await run(process.execPath, [join(PROJECT_ROOT, 'node_modules', 'aws-cdk', 'bin', 'cdk'), 'synth', '-q', '--no-notices', '--no-version-reporting', '-o', out], {
+      cwd: PROJECT_ROOT,
+      env: { ...process.env, CDK_DISABLE_CLI_TELEMETRY: 'true', CDK_DISABLE_VERSION_CHECK: 'true', CDK_DEFAULT_ACCOUNT: '', CDK_DEFAULT_REGION: '' },
+      timeout: 180_000,
+    });
+    assert.doesNotMatch(`${stdout}${stderr}`, /docker/i, 'bundled without Docker');
+    const synthesized = JSON.parse(readFileSync(join(out, 'OciRelay.template.json'), 'utf8')) as Json;
+    const functions = resourcesOf('AWS::Lambda::Function', synthesized);
+    assert.equal(functions.length, 4);
+    const assets = JSON.parse(readFileSync(join(out, 'OciRelay.assets.json'), 'utf8')) as { files: Record<string, { source: { path: string } }> };
+    for (const [id, fn] of functions) {
+      assert.equal(fn.Properties.Runtime, 'nodejs22.x', id);
+      assert.deepEqual(fn.Properties.Architectures, ['arm64'], id);
+      const key = String(fn.Properties.Code.S3Key).replace(/\.zip$/, '');
+      const asset = assets.files[key];
+      assert.ok(asset, `${id}: its code is an asset`);
+      assert.ok(existsSync(join(out, asset.source.path, BUNDLE_FILE)), `${id}: ${BUNDLE_FILE} bundled into the cloud assembly`);
+      // Lambda's limit counts keys and values; a token (a queue URL) is counted at 160 bytes, as the construct does.
+      const variables = fn.Properties.Environment.Variables as Json;
+      const size = Object.entries(variables).reduce((n, [k, v]) => n + Buffer.byteLength(k) + (typeof v === 'string' ? Buffer.byteLength(v) : 160), 0);
+      assert.ok(size <= LAMBDA_ENVIRONMENT_LIMIT_BYTES, `${id}: environment of about ${size} bytes`);
+      assert.deepEqual(parseConfig(variables[ENV.config] as string, 'OCIRELAY_CONFIG'), parseConfig(JSON.stringify(EXAMPLE_CONFIG)), `${id}: the whole configuration travels`);
+    }
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
 });
