@@ -2,7 +2,7 @@
 // configuration (AWS_ENDPOINT_URL_S3), usage errors.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -34,7 +34,6 @@ async function cli(args: string[], env: Record<string, string> = {}): Promise<{ 
 }
 
 before(async () => {
-  execFileSync('npx', ['tsc', '-p', 'lib/tsconfig.json'], { cwd: root });
   [registry, s3] = await Promise.all([startRegistry(), startS3()]);
   image = await pushTestImage(registry.host, 'app/x', 'v1', { layers: [{ bytes: tarOf({ a: randomBytes(2000) }) }, { bytes: tarOf({ b: randomBytes(700) }) }] });
   dir = makeTempDir('cli-export');

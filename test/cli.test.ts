@@ -1,11 +1,12 @@
 // The `ocirelay copy` and `ocirelay plan` commands, run as a user runs them: `node dist/cli/bin.js`
-// (built here with `npx tsc -p lib/tsconfig.json`) against real registries, checked with skopeo.
+// (built by test/run.mjs before the tests start) against real registries, checked with skopeo.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildImage, buildIndex, inspectRaw, makeTempDir, pushLayout, sha256Digest, startRegistry, type RunningRegistry } from './support/index.js';
-import { run } from './support/process.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const bin = fileURLToPath(new URL('../dist/cli/bin.js', import.meta.url));
@@ -47,7 +48,6 @@ let indexRaw: Buffer;
 
 before(async () => {
   dockerConfig = makeTempDir('docker-config');
-  const build = run('npx', ['tsc', '-p', 'lib/tsconfig.json'], { cwd: root, timeoutMs: 300_000 });
   [src, dst, empty, auth] = await Promise.all([startRegistry(), startRegistry(), startRegistry(), startRegistry({ auth: 'basic' })]);
   const amd = await buildImage({ tag: 'amd64', layers: [[{ path: 'etc/hello', content: 'hello\n' }], [{ path: 'bin/app', content: { size: 30_000, seed: 1 } }]] });
   await buildImage({ layout: amd.layout, tag: 'arm64', architecture: 'arm64', variant: 'v8', layers: [[{ path: 'etc/hello', content: 'hello\n' }], [{ path: 'bin/app', content: { size: 30_000, seed: 2 } }]] });
@@ -62,7 +62,6 @@ before(async () => {
   indexDigest = index.digest;
   indexRaw = index.raw;
   await Promise.all([pushLayout(index.ref, `${src.host}/cli/app:v1`, { all: true }), pushLayout(index.ref, `${auth.host}/secret/app:v1`, { all: true, creds: auth.creds as string })]);
-  await build;
 });
 
 after(async () => {
@@ -243,6 +242,20 @@ describe('credentials', () => {
       assert.ok(!text.includes(basic), 'the Basic header is not printed');
     }
   };
+
+  test("without flags, Docker's config.json (DOCKER_CONFIG) gives the credentials, for either side", async () => {
+    const configDir = makeTempDir('docker-config-auths');
+    await writeFile(join(configDir, 'config.json'), JSON.stringify({ auths: { [`http://${auth.host}`]: { auth: Buffer.from(auth.creds as string).toString('base64') } } }));
+    const pull = await ocirelay(['copy', `${auth.host}/secret/app:v1`, `${dst.host}/from-config/app:v1`], { DOCKER_CONFIG: configDir });
+    assert.equal(pull.code, 0, pull.stderr);
+    secretFree(pull);
+    const push = await ocirelay(['copy', `${src.host}/cli/app:v1`, `${auth.host}/to-config/app:v1`, '--json'], { DOCKER_CONFIG: configDir });
+    assert.equal(push.code, 0, push.stderr);
+    assert.equal(sha256Digest(await inspectRaw(`${auth.host}/to-config/app:v1`, auth.creds)), indexDigest);
+    // A flag for one side does not hide config.json for the other.
+    const mixed = await ocirelay(['copy', `${auth.host}/secret/app:v1`, `${auth.host}/mixed/app:v1`, '--dst-creds', auth.creds as string], { DOCKER_CONFIG: configDir });
+    assert.equal(mixed.code, 0, mixed.stderr);
+  });
 
   test('--src-creds and --dst-creds with a Basic-auth registry', async () => {
     const pull = await ocirelay(['copy', `${auth.host}/secret/app:v1`, `${dst.host}/from-auth/app:v1`, '--src-creds', auth.creds as string]);

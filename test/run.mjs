@@ -14,6 +14,14 @@ function find(dir) {
   return out;
 }
 
+// The CLI tests run dist/cli/bin.js as a user does: compile lib/ once, here, before any test
+// starts (test files running in parallel must not rebuild dist/ under each other's feet).
+const build = spawnSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'lib/tsconfig.json'], { stdio: 'inherit' });
+if (build.status !== 0) {
+  console.error('test/run.mjs: compiling lib/ into dist/ failed');
+  process.exit(build.status ?? 1);
+}
+
 const only = process.argv.slice(2);
 const files = only.length ? only : find('test').sort();
 const result = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...files], { stdio: 'inherit' });

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, inspectRaw, makeTempDir, pollUntil, pushTestImage, startHttpServer, startRegistry, tarOf, type RunningHttpServer, type RunningRegistry } from './support/index.js';
+import { buildImage, buildIndex, freePort, inspectRaw, makeTempDir, pollUntil, pushLayout, pushTestImage, startHttpServer, startRegistry, tarOf, type RunningHttpServer, type RunningRegistry } from './support/index.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const bin = join(root, 'dist/cli/bin.js');
@@ -25,6 +25,20 @@ let output = '';
 async function post(path: string, body: string | Buffer, headers: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown> }> {
   const res = await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+/** serve's JSON log lines from `from` (an offset in `output`) on. */
+function logLines(from = 0): Array<Record<string, unknown>> {
+  return output
+    .slice(from)
+    .split('\n')
+    .flatMap((line) => {
+      try {
+        return [JSON.parse(line) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
 }
 
 const mirrored = (ref: string): Promise<Buffer> => pollUntil(() => inspectRaw(ref).catch(() => undefined), { timeoutMs: 20_000, what: `${ref} in the target` });
@@ -89,6 +103,35 @@ describe('ocirelay serve', () => {
     await mirrored(`${dst.host}/mirror/marker2:v1`);
     assert.equal(third.requests.length, 0, 'no request reached the third registry');
     void marker;
+  });
+
+  test('a multi-platform push (a notification per child manifest, then the index) is copied once, byte-identical', async () => {
+    const layout = join(makeTempDir('serve-multi'), 'oci');
+    await buildImage({ layout, tag: 'amd64', architecture: 'amd64', layers: [{ files: { 'etc/arch': 'amd64', 'bin/tool': { size: 20_000 } } }] });
+    await buildImage({ layout, tag: 'arm64', architecture: 'arm64', layers: [{ files: { 'etc/arch': 'arm64', 'bin/tool': { size: 20_000 } } }] });
+    const index = await buildIndex({ layout, name: 'multi', images: [{ tag: 'amd64', platform: { os: 'linux', architecture: 'amd64' } }, { tag: 'arm64', platform: { os: 'linux', architecture: 'arm64' } }] });
+    const children = (JSON.parse(index.raw.toString()) as { manifests: Array<{ digest: string }> }).manifests.map((m) => m.digest);
+    const from = output.length;
+    await pushLayout(index.ref, `${src.host}/team/multi:v1`, { all: true });
+    assert.ok((await mirrored(`${dst.host}/mirror/multi:v1`)).equals(index.raw), 'the index is byte-identical');
+    for (const child of children) {
+      assert.ok((await inspectRaw(`${dst.host}/mirror/multi@${child}`)).equals(await inspectRaw(`${src.host}/team/multi@${child}`)), child);
+    }
+    // A later push, mirrored too: the registry notifies in order, so every event of the index push
+    // was handled before it; a second copy of the index would have been handed over before it.
+    const marker = await pushTestImage(src.host, 'team/marker3', 'v1', { layers: [{ bytes: tarOf({ m: randomBytes(100) }) }] });
+    assert.ok((await mirrored(`${dst.host}/mirror/marker3:v1`)).equals(marker.manifest));
+    await pollUntil(() => (logLines(from).some((l) => l.message === 'manifest committed' && (l.tags as string[] | undefined)?.includes('v1') && l.target === `${dst.host}/mirror/marker3:v1`) ? true : undefined), { what: 'the marker committed' });
+    const lines = logLines(from);
+    // The registry did notify each child's push (by digest), and the index's (by tag).
+    const untagged = lines.filter((l) => l.message === 'untagged manifest push ignored' && l.repository === 'team/multi').map((l) => l.digest);
+    assert.deepEqual([...untagged].sort(), [...children].sort());
+    assert.equal(lines.filter((l) => l.message === 'webhook' && l.accepted === 1).length, 2, 'the index and the marker, each accepted once');
+    const planned = lines.filter((l) => l.message === 'fan-out planned' && l.target === `${dst.host}/mirror/multi:v1`);
+    assert.equal(planned.length, 1, 'one copy of the index');
+    assert.equal(planned[0]?.digest, index.digest);
+    const committed = lines.filter((l) => l.message === 'manifest committed' && l.target === `${dst.host}/mirror/multi:v1`).map((l) => l.digest);
+    assert.deepEqual([...committed].sort(), [...children, index.digest].sort(), 'each manifest committed once, the index among them');
   });
 
   test('bad requests get clear answers and the server keeps running', async () => {

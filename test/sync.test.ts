@@ -2,7 +2,7 @@
 // kind; a dry run writes nothing; a second run finds everything already there.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,7 +47,6 @@ async function syncWith(file: string, ...args: string[]): Promise<{ code: number
 }
 
 before(async () => {
-  execFileSync('npx', ['tsc', '-p', 'lib/tsconfig.json'], { cwd: root });
   [src, dst] = await Promise.all([startRegistry(), startRegistry()]);
   const layout: Record<string, string[]> = {
     'team/api': ['v1.0.0', 'v1.2.0', 'v1.3.0-rc1', 'v2.0.0', 'latest', 'dev-branch'],

@@ -41,7 +41,7 @@ export function chainCredentials(...providers: CredentialProvider[]): Credential
     get: async (registry) => {
       for (const provider of providers) {
         const found = await provider.get(registry);
-        if (found) return found;
+        if (found && Object.values(found).some((v) => v !== undefined)) return found;
       }
       return undefined;
     },
@@ -56,8 +56,10 @@ export function parseUserPassword(value: string, what = 'credentials'): Credenti
 }
 
 function isCredentials(value: object): value is Credentials {
+  // An empty object is an empty host map (no flags given), not one empty pair for every host:
+  // taken as a pair, it would shadow every provider after it in a chain (config.json).
   const keys = Object.keys(value);
-  return keys.length === 0 || keys.every((k) => ['username', 'password', 'identityToken', 'registryToken'].includes(k));
+  return keys.length > 0 && keys.every((k) => ['username', 'password', 'identityToken', 'registryToken'].includes(k));
 }
 
 function safeNormalise(host: string): string {
