@@ -180,7 +180,9 @@ async function accept(events: PushEvent[], ignored: number, env: IngressEnv, opt
     const matched = requestsFor(event, env.config, { id: `${options.id}/${i}`, ...(options.only ? { only: options.only } : {}) });
     if (!matched.length) {
       unmatched++;
-      env.logger.info('event outside every rule ignored', { via: options.source, registry: event.registry, repository: event.repository, tag: event.tag });
+      // A push by digest alone (a child of an index, a referrer) travels with its tagged image.
+      if (!event.tag) env.logger.info('untagged manifest push ignored', { via: options.source, registry: event.registry, repository: event.repository, digest: event.digest });
+      else env.logger.info('event outside every rule ignored', { via: options.source, registry: event.registry, repository: event.repository, tag: event.tag });
       continue;
     }
     // One request per target: a burst naming the same image twice is copied once.
