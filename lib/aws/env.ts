@@ -16,7 +16,7 @@ import type { IngressEnv } from '../pipeline/ingress.js';
 import { ReplayCache } from '../pipeline/ingress.js';
 import { serialise, type ReplicationRequest } from '../pipeline/messages.js';
 import { syncRules } from '../rules/sync.js';
-import { endpoints } from '../rules/match.js';
+import { namedHosts } from '../rules/match.js';
 import { destinationPolicy } from '../oci/destination.js';
 import type { PipelineEnv } from '../pipeline/stages.js';
 import { createLogger, createMetrics, type LogLevel } from '../pipeline/telemetry.js';
@@ -58,7 +58,7 @@ let pipeline: PipelineEnv | undefined;
  * only the hosts they name (requests are steered by webhook payloads and registry answers).
  */
 export function awsRegistryPool(env: NodeJS.ProcessEnv, config: Config | undefined): RegistryPool {
-  const named = config ? config.rules.flatMap((r) => [endpoints(r).source.registry, endpoints(r).target.registry]) : undefined;
+  const named = config ? namedHosts(config) : undefined;
   return new RegistryPool({
     credentials: chainCredentials(secretsManagerCredentials(jsonEnv<Record<string, string>>(env, 'REGISTRY_SECRETS', {})), ecrCredentials()),
     insecureRegistries: config?.insecureRegistries ?? [],

@@ -10,7 +10,9 @@ import type { Logger } from '../pipeline/telemetry.js';
 import { destinationPolicy } from '../oci/destination.js';
 import { chainCredentials, dockerConfigCredentials, type CredentialProvider } from '../oci/credentials.js';
 import { parseConfig, resolveSecret, type Config } from '../rules/config.js';
-import { endpoints } from '../rules/match.js';
+import { namedHosts } from '../rules/match.js';
+
+export { namedHosts };
 import type { ArchiveStore } from '../ports/archive-store.js';
 import { UsageError } from './args.js';
 
@@ -23,14 +25,6 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
     throw new UsageError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   return parseConfig(text, path);
-}
-
-/** Every host the rules name, for the destination policy. */
-export function namedHosts(config: Config): string[] {
-  return [...new Set(config.rules.flatMap((rule) => {
-    const ends = endpoints(rule);
-    return [ends.source.registry, ends.target.registry];
-  }))];
 }
 
 export function rulesPool(config: Config, credentials?: CredentialProvider): RegistryPool {

@@ -211,6 +211,12 @@ export const ConfigSchema = z
     webhooks: z.array(WebhookSchema).default([]),
     /** Hosts to speak plain HTTP to (besides loopback). */
     insecureRegistries: z.array(z.string()).default([]),
+    /**
+     * Further hosts (`host` or `host:port`) the named registries may send ocirelay to although
+     * they are on a private network: a token service or blob storage beside the registry.
+     * Public hosts need no entry; metadata endpoints can never be trusted.
+     */
+    trustedHosts: z.array(z.string().regex(/^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/, 'a host or host:port, without scheme or path')).default([]),
   })
   .strict()
   .superRefine((config, ctx) => {

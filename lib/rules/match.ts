@@ -21,6 +21,15 @@ export function endpoints(rule: Rule): RuleEndpoints {
   return { source: { registry: from.registry, prefix: from.repository }, target: { registry: to.registry, prefix: to.repository } };
 }
 
+/**
+ * Every host the configuration names, for the destination policy: the rules' source and target
+ * registries, and `trustedHosts` (token services or blob storage those registries send ocirelay
+ * to on a private network).
+ */
+export function namedHosts(config: Config): string[] {
+  return [...new Set([...config.rules.flatMap((rule) => [endpoints(rule).source.registry, endpoints(rule).target.registry]), ...config.trustedHosts])];
+}
+
 /** The repository path below the rule's prefix ('' for the prefix itself), or undefined when outside it. */
 export function relativePath(repository: string, prefix: string): string | undefined {
   if (!prefix) return repository;
