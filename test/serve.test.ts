@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildImage, buildIndex, freePort, inspectRaw, makeTempDir, pollUntil, pushLayout, pushTestImage, startHttpServer, startRegistry, tarOf, type RunningHttpServer, type RunningRegistry } from './support/index.js';
+import { auditRegistry, buildImage, buildIndex, freePort, inspectRaw, makeTempDir, pollUntil, pushLayout, pushTestImage, startFaultProxy, startHttpServer, startRegistry, tarOf, type FaultProxy, type RunningHttpServer, type RunningRegistry } from './support/index.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const bin = join(root, 'dist/cli/bin.js');
@@ -179,5 +179,66 @@ describe('ocirelay serve', () => {
     serve.kill('SIGTERM');
     assert.equal(await exited, 0);
     assert.match(output, /"message":"stopped"/);
+  });
+});
+
+describe('ocirelay serve: SIGTERM during a copy', () => {
+  let proxy: FaultProxy | undefined;
+  let stopping: ChildProcess | undefined;
+  after(async () => {
+    if (stopping && stopping.exitCode === null && stopping.signalCode === null) stopping.kill('SIGKILL');
+    await proxy?.stop();
+  });
+
+  test('exits within its grace period, leaves no tag on missing content, and logs the requests it drops', async () => {
+    const image = await pushTestImage(src.host, 'team/stop', 'v1', { layers: [{ bytes: tarOf({ big: randomBytes(200_000) }) }] });
+    const layer = image.layers[0]?.digest as string;
+    // The source, through a proxy that holds the layer's GET forever: the copy is in flight for good.
+    let held = false;
+    proxy = await startFaultProxy(src.url, {
+      seed: 7,
+      rate: 0,
+      beforeForward: async (req) => {
+        if (req.method === 'GET' && req.path.endsWith(`/blobs/${layer}`)) {
+          held = true;
+          await new Promise<never>(() => undefined);
+        }
+      },
+    });
+    const stopPort = await freePort();
+    const rules = join(makeTempDir('serve-stop'), 'rules.json');
+    await writeFile(rules, JSON.stringify({ rules: [{ from: `${proxy.host}/team`, to: `${dst.host}/stopped` }], webhooks: [{ path: '/hooks/registry', kind: 'distribution', token: { env: 'SERVE_HOOK_TOKEN' } }] }));
+    let log = '';
+    const child = spawn(process.execPath, [bin, 'serve', '--rules', rules, '--listen', `127.0.0.1:${stopPort}`, '--coalesce-ms', '3000', '--shutdown-grace', '2'], { env: { ...process.env, SERVE_HOOK_TOKEN: TOKEN }, stdio: ['ignore', 'pipe', 'pipe'] });
+    stopping = child;
+    child.stdout?.on('data', (c: Buffer) => (log += c.toString()));
+    child.stderr?.on('data', (c: Buffer) => (log += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    await pollUntil(async () => ((await fetch(`http://127.0.0.1:${stopPort}/healthz`).catch(() => undefined))?.status === 200 ? true : undefined), { what: 'the second serve', timeoutMs: 15_000 });
+    const event = (repository: string, id: string): string =>
+      JSON.stringify({ events: [{ id, action: 'push', target: { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: image.digest, repository, tag: 'v1' }, request: { host: proxy?.host } }] });
+    const deliver = async (body: string): Promise<number> => (await fetch(`http://127.0.0.1:${stopPort}/hooks/registry`, { method: 'POST', body, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' } })).status;
+
+    assert.equal(await deliver(event('team/stop', 'stop-1')), 202);
+    await pollUntil(() => (held ? true : undefined), { what: 'the copy to reach the held layer', timeoutMs: 15_000 });
+    // A second request, still in its coalescing window when the signal comes.
+    assert.equal(await deliver(event('team/other', 'other-1')), 202);
+    const signalled = Date.now();
+    child.kill('SIGTERM');
+    const code = await Promise.race([exited, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 15_000).unref())]);
+    const elapsed = Date.now() - signalled;
+    assert.equal(code, 0, `exit after ${elapsed} ms:\n${log}`);
+    assert.ok(elapsed < 2_000 + 5_000, `exited ${elapsed} ms after SIGTERM with a 2 s grace`);
+
+    const lines = log.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const dropped = lines.filter((l) => l.message === 'coalesced request dropped at shutdown');
+    assert.deepEqual(dropped.map((l) => l.target), [`${dst.host}/stopped/other:v1`]);
+    assert.equal(dropped[0]?.source, `${proxy.host}/team/other:v1`);
+    assert.ok(lines.some((l) => l.message === 'copies in flight abandoned at shutdown'), log);
+    assert.ok(lines.some((l) => l.message === 'stopped'), log);
+
+    // Nothing in the target names content that is not there; the held image was not tagged.
+    assert.deepEqual(await auditRegistry(dst.dataDir), []);
+    assert.equal((await fetch(`${dst.url}/v2/stopped/stop/manifests/v1`, { method: 'HEAD' })).status, 404);
   });
 });

@@ -4,9 +4,10 @@
  *
  * Answers quickly (202; the copy runs in the background), keeps running through bad requests,
  * coalesces a burst of events for one image (an index and its children, a registry's retries)
- * into one copy, and on SIGTERM/SIGINT stops accepting, lets the batches in flight finish and
- * abandons what is queued: nothing is half-committed, because a manifest is only ever pushed
- * after its content (the commit barrier).
+ * into one copy, and on SIGTERM/SIGINT stops accepting, logs the requests still in their
+ * coalescing window (dropped), gives the batches in flight `--shutdown-grace` seconds to finish
+ * and abandons the rest (a second signal exits at once): nothing is half-committed, because a
+ * manifest is only ever pushed after its content (the commit barrier) and a tag last.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { PARSERS } from '../../events/index.js';
@@ -26,9 +27,10 @@ options:
   --listen HOST:PORT     where to listen (default 127.0.0.1:8080)
   --coalesce-ms N        events for one target within N ms become one copy (default 500)
   --max-body BYTES       largest webhook body accepted (default 1048576)
+  --shutdown-grace N     seconds SIGTERM waits for the tasks in flight before abandoning them (default 10)
 `;
 
-const OPTIONS = { ...REGISTRY_OPTIONS, rules: { type: 'string' }, listen: { type: 'string' }, 'coalesce-ms': { type: 'string' }, 'max-body': { type: 'string' } } as const;
+const OPTIONS = { ...REGISTRY_OPTIONS, rules: { type: 'string' }, listen: { type: 'string' }, 'coalesce-ms': { type: 'string' }, 'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' } } as const;
 
 function parseListen(value: string | undefined): { host: string; port: number } {
   const text = value ?? '127.0.0.1:8080';
@@ -84,6 +86,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const maxBody = values['max-body'] === undefined ? 1024 * 1024 : Number(values['max-body']);
   if (!Number.isInteger(coalesceMs) || coalesceMs < 0) throw new UsageError('--coalesce-ms must be a whole number of milliseconds');
   if (!Number.isInteger(maxBody) || maxBody < 1) throw new UsageError('--max-body must be a positive number of bytes');
+  const graceSeconds = values['shutdown-grace'] === undefined ? 10 : Number(values['shutdown-grace']);
+  if (!Number.isFinite(graceSeconds) || graceSeconds < 0) throw new UsageError('--shutdown-grace must be a number of seconds');
   const logger = createLogger({ sink: (line) => process.stdout.write(`${line}\n`) });
   const secrets = await webhookSecrets(config);
   const pool = rulesPool(config);
@@ -160,10 +164,22 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const running = pipeline.run();
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
-      logger.info('shutting down', { signal, queued: pipeline.work.size, pending: pending.size });
+      logger.info('shutting down', { signal, queued: pipeline.work.size, pending: pending.size, graceSeconds });
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
-      for (const entry of pending.values()) clearTimeout(entry.timer);
+      // A second signal does not wait for the grace period.
+      const now = (again: string): void => {
+        logger.warn('second signal: exiting now', { signal: again });
+        process.exit(1);
+      };
+      process.once('SIGTERM', () => now('SIGTERM'));
+      process.once('SIGINT', () => now('SIGINT'));
+      // Requests still in their coalescing window are not copied: named, so that they can be asked again.
+      for (const [target, entry] of pending) {
+        clearTimeout(entry.timer);
+        logger.warn('coalesced request dropped at shutdown', { requestId: entry.request.id, source: entry.request.source, target });
+      }
+      pending.clear();
       server.close();
       server.closeAllConnections();
       pipeline.stop();
@@ -174,8 +190,20 @@ export async function serveCommand(argv: string[]): Promise<number> {
     process.on('SIGTERM', onTerm);
     process.on('SIGINT', onInt);
   });
-  await running;
+  // The tasks in flight get the grace period to finish. Past it they are abandoned where they
+  // are, which is safe: a manifest is only PUT once its content is in the target and a tag last,
+  // so an interrupted copy leaves unreferenced blobs at most (the next delivery or sync redoes it).
+  let grace: NodeJS.Timeout | undefined;
+  const finished = await Promise.race([running.then(() => true), new Promise<false>((resolve) => (grace = setTimeout(() => resolve(false), graceSeconds * 1000)))]);
+  clearTimeout(grace);
+  const abandoned = pipeline.work.size + pipeline.exports.size;
+  if (!finished) {
+    logger.warn('copies in flight abandoned at shutdown', { graceSeconds, abandoned, fanouts: pipeline.fanout.pendingCount });
+    logger.info('stopped', { abandoned });
+    // Connections still busy (a transfer in flight) would keep the process alive.
+    process.exit(0);
+  }
   await pool.close();
-  logger.info('stopped', { abandoned: pipeline.work.size + pipeline.exports.size });
+  logger.info('stopped', { abandoned });
   return 0;
 }
