@@ -426,6 +426,32 @@ describe('rules', () => {
     assert.equal(parseConfig('rules:\n  - from: a.example/x\n    to: b.example/y\n').rules.length, 1);
     assert.throws(() => parseConfig('rules: [', 'rules.yaml'), /rules.yaml is not valid YAML/);
   });
+  test('Docker Hub prefixes: a one-component prefix is a namespace, and also its official image', () => {
+    const cases: Array<{ from: string; to: string; pushed: string; expected: string | undefined }> = [
+      { from: 'docker.io/myorg', to: 'mirror.example/hub', pushed: 'myorg/app', expected: 'mirror.example/hub/app:v1' },
+      { from: 'docker.io/myorg', to: 'mirror.example/hub', pushed: 'myorg/team/app', expected: 'mirror.example/hub/team/app:v1' },
+      { from: 'docker.io/myorg', to: 'mirror.example/hub', pushed: 'myorgx/app', expected: undefined },
+      { from: 'docker.io/alpine', to: 'mirror.example/alpine', pushed: 'library/alpine', expected: 'mirror.example/alpine:v1' },
+      { from: 'docker.io/library', to: 'mirror.example/official', pushed: 'library/alpine', expected: 'mirror.example/official/alpine:v1' },
+      { from: 'index.docker.io/MyOrg', to: 'mirror.example/hub', pushed: 'myorg/app', expected: undefined },
+      { from: 'docker.io/myorg/app', to: 'mirror.example/app', pushed: 'myorg/app', expected: 'mirror.example/app:v1' },
+      { from: 'registry.example/alpine', to: 'mirror.example/alpine', pushed: 'library/alpine', expected: undefined },
+      { from: 'mirror.example/x', to: 'docker.io/myorg', pushed: 'x/app', expected: 'registry-1.docker.io/myorg/app:v1' },
+    ];
+    for (const c of cases) {
+      let config;
+      try {
+        config = parseConfig(JSON.stringify({ rules: [{ from: c.from, to: c.to }] }));
+      } catch (err) {
+        assert.equal(c.expected, undefined, `${c.from}: ${(err as Error).message}`);
+        continue;
+      }
+      const registry = c.from.startsWith('registry.example') ? 'registry.example' : c.from.startsWith('mirror.example') ? 'mirror.example' : 'registry-1.docker.io';
+      const requests = requestsFor({ registry, repository: c.pushed, tag: 'v1' }, config, { id: 't' });
+      assert.deepEqual(requests.map((r) => r.request.target), c.expected ? [c.expected] : [], `${c.from} <- ${c.pushed}`);
+    }
+  });
+
   test('a push by digest alone is not mirrored on its own (it travels with its tagged image)', () => {
     const config = parseConfig(JSON.stringify({ rules: [{ from: 'a.example/x', to: 'b.example/x' }] }));
     assert.equal(requestsFor({ repository: 'x', digest: DIGEST }, config, { id: 't' }).length, 0);

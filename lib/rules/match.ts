@@ -5,7 +5,7 @@
  * re-resolves it at the rule's source; a digest the payload names is only a hint.
  */
 import semver from 'semver';
-import { parseRepository } from '../ref/index.js';
+import { DOCKER_HUB_REGISTRY, parseRepository } from '../ref/index.js';
 import type { PushEvent } from '../events/types.js';
 import { PROTOCOL_VERSION, type ReplicationRequest } from '../pipeline/messages.js';
 import type { Config, Rule } from './config.js';
@@ -16,9 +16,19 @@ export interface RuleEndpoints {
 }
 
 export function endpoints(rule: Rule): RuleEndpoints {
-  const from = parseRepository(rule.from, { allowEmptyRepository: true });
-  const to = parseRepository(rule.to, { allowEmptyRepository: true });
-  return { source: { registry: from.registry, prefix: from.repository }, target: { registry: to.registry, prefix: to.repository } };
+  return { source: rulePrefix(rule.from), target: rulePrefix(rule.to) };
+}
+
+/**
+ * A rule's `host[/prefix]`. On Docker Hub a one-component prefix is a namespace (`docker.io/myorg`
+ * is everything under `myorg/`), not the official image `library/myorg` that the same words name
+ * in an image reference; `relativePath` still lets it match that official image itself.
+ */
+function rulePrefix(input: string): { registry: string; prefix: string } {
+  const parsed = parseRepository(input, { allowEmptyRepository: true });
+  const named = input.replace(/\/+$/, '').split('/').slice(1).join('/');
+  const implicitLibrary = parsed.registry === DOCKER_HUB_REGISTRY && parsed.repository === `library/${named.toLowerCase()}` && !named.includes('/');
+  return { registry: parsed.registry, prefix: implicitLibrary ? parsed.repository.slice('library/'.length) : parsed.repository };
 }
 
 /**
@@ -30,10 +40,15 @@ export function namedHosts(config: Config): string[] {
   return [...new Set([...config.rules.flatMap((rule) => [endpoints(rule).source.registry, endpoints(rule).target.registry]), ...config.trustedHosts])];
 }
 
-/** The repository path below the rule's prefix ('' for the prefix itself), or undefined when outside it. */
-export function relativePath(repository: string, prefix: string): string | undefined {
+/**
+ * The repository path below the rule's prefix ('' for the prefix itself), or undefined when outside
+ * it. On Docker Hub (`registry` given) a one-component prefix is also the official image of that
+ * name: `library/<prefix>` is the prefix itself.
+ */
+export function relativePath(repository: string, prefix: string, registry?: string): string | undefined {
   if (!prefix) return repository;
   if (repository === prefix) return '';
+  if (registry === DOCKER_HUB_REGISTRY && !prefix.includes('/') && repository === `library/${prefix}`) return '';
   return repository.startsWith(`${prefix}/`) ? repository.slice(prefix.length + 1) : undefined;
 }
 
@@ -131,7 +146,7 @@ export function requestsFor(event: PushEvent, config: Config, options: { id: str
     if (options.only && !options.only.includes(rule.name ?? String(index))) continue;
     const ends = endpoints(rule);
     if (event.registry && event.registry !== ends.source.registry) continue;
-    const relative = relativePath(event.repository, ends.source.prefix);
+    const relative = relativePath(event.repository, ends.source.prefix, ends.source.registry);
     if (relative === undefined) continue;
     if (!repositoryAllowed(rule, event.repository, relative)) continue;
     // Mirroring is by tag: a manifest pushed by digest alone (a child of an index, a referrer)

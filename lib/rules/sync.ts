@@ -69,7 +69,7 @@ async function repositoriesOf(rule: Rule, options: SyncOptions): Promise<{ repos
   const repositories: string[] = [];
   const filtered: SyncItem[] = [];
   for (const repository of listed) {
-    const relative = relativePath(repository, ends.source.prefix);
+    const relative = relativePath(repository, ends.source.prefix, ends.source.registry);
     if (relative === undefined) continue;
     if (!repositoryAllowed(rule, repository, relative)) {
       filtered.push({ rule: name, source: `${ends.source.registry}/${repository}`, target: `${ends.target.registry}/${joinPath(ends.target.prefix, relative)}`, status: 'filtered', reason: 'repository filter' });
@@ -102,7 +102,7 @@ export async function syncRules(config: Config, options: SyncOptions): Promise<S
     }
     await Promise.all(
       repositories.map(async (repository) => {
-        const relative = relativePath(repository, ends.source.prefix) ?? '';
+        const relative = relativePath(repository, ends.source.prefix, ends.source.registry) ?? '';
         const targetRepository = joinPath(ends.target.prefix, relative);
         const source = options.registries.get(ends.source.registry).repository(repository, 'pull');
         const target = options.registries.get(ends.target.registry).repository(targetRepository, 'pull');
