@@ -86,14 +86,22 @@ export interface PipelineEnv {
   now?: () => number;
 }
 
-/** A commit whose content is not all in the target yet: retried later with backoff. */
+/**
+ * A commit whose content is not all in the target yet: retried later with backoff. `refused` is
+ * the target's answer when it refused the PUT for content it did not find, after the HEADs had
+ * found all of it.
+ */
 export class NotReadyError extends OciRelayError {
   readonly missing: string[];
-  constructor(digest: string, missing: string[]) {
-    super(ErrorCodes.Unsupported, `commit of ${digest} waits for ${missing.length} missing item${missing.length === 1 ? '' : 's'} (${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', …' : ''})`, { retryable: true });
+  constructor(digest: string, missing: string[], refused?: string) {
+    const waits = `waits for ${missing.length} missing item${missing.length === 1 ? '' : 's'} (${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', …' : ''})`;
+    super(ErrorCodes.Unsupported, refused && !missing.length ? `commit of ${digest} was refused for missing content by the target although all of it was there (${refused})` : `commit of ${digest} ${waits}`, { retryable: true });
     this.missing = missing;
   }
 }
+
+/** Error codes with which a registry refuses a manifest PUT because something it references is unknown to it. */
+const REFERENCE_UNKNOWN = new Set(['MANIFEST_BLOB_UNKNOWN', 'BLOB_UNKNOWN', 'MANIFEST_UNKNOWN']);
 
 /** ECR (`<account>.dkr.ecr.<region>.amazonaws.com`): its chunked upload is not usable. */
 export function isEcrRegistry(registry: string): boolean {
@@ -382,20 +390,34 @@ export async function runCommitTask(task: CommitTask, env: PipelineEnv): Promise
   const parsed = parseManifest(bytes, task.mediaType);
   const needed = references(parsed).filter((d) => task.request.includeForeignLayers || !isForeign(d));
   const limit = pLimit(8);
-  const missing = (
-    await Promise.all(
-      needed.map((d) =>
-        limit(async () => {
-          const there = isIndexMediaType(task.mediaType) ? await sided('target', () => target.headManifest(d.digest)) : await sided('target', () => target.headBlob(d.digest));
-          return there ? undefined : d.digest;
-        }),
-      ),
-    )
-  ).filter((d): d is string => !!d);
+  const findMissing = async (): Promise<string[]> =>
+    (
+      await Promise.all(
+        needed.map((d) =>
+          limit(async () => {
+            const there = isIndexMediaType(task.mediaType) ? await sided('target', () => target.headManifest(d.digest)) : await sided('target', () => target.headBlob(d.digest));
+            return there ? undefined : d.digest;
+          }),
+        ),
+      )
+    ).filter((d): d is string => !!d);
+  const missing = await findMissing();
   if (missing.length) throw new NotReadyError(task.digest, missing);
   const planned: PlannedManifest = { digest: task.digest, mediaType: task.mediaType, size: task.size, bytes, verbatim: task.content.from === 'source', dependsOn: [] };
-  await commitManifest({ target }, planned, task.tags[0] ?? task.digest);
-  for (const tag of task.tags.slice(1)) await commitManifest({ target }, planned, tag);
+  try {
+    await commitManifest({ target }, planned, task.tags[0] ?? task.digest);
+    for (const tag of task.tags.slice(1)) await commitManifest({ target }, planned, tag);
+  } catch (err) {
+    // The target is the judge of what it holds: a PUT refused because something referenced is
+    // unknown to it has not passed the barrier, whatever the HEADs said a moment before. It
+    // happens with content that is there: distribution 2.8 rewrites a link file in place
+    // (truncate, then write), so a duplicate task re-linking a blob or re-putting a child while
+    // this PUT reads that link makes the PUT find nothing (400 MANIFEST_BLOB_UNKNOWN). The commit
+    // waits and checks again, as for content not there yet, instead of being dead-lettered.
+    const refused = err instanceof RegistryError ? err.errors.filter((e) => REFERENCE_UNKNOWN.has(e.code)) : [];
+    if (!refused.length) throw err;
+    throw new NotReadyError(task.digest, await findMissing(), `${(err as RegistryError).status} ${refused.map((e) => e.code).join(', ')}`);
+  }
   if (task.export) await enqueueExport(env, task.request.id, `${targetRef.registry}/${targetRef.repository}@${task.digest}`, task.export);
   return { committed: true };
 }
