@@ -12,8 +12,8 @@ import { RegistryPool } from '../lib/engine/registries.js';
 import { ErrorCodes, OciRelayError } from '../lib/errors.js';
 import {
   auditRegistry,
+  commitOrderChecker,
   inspectRaw,
-  manifestReferences,
   pushTestImage,
   pushTestIndex,
   randomBytes,
@@ -24,7 +24,6 @@ import {
   storedBlob,
   tarOf,
   type FaultProxy,
-  type FaultRequest,
   type PushedImage,
   type RunningRegistry,
 } from './support/index.js';
@@ -50,26 +49,6 @@ async function openSessions(): Promise<Record<string, string[]>> {
   return out;
 }
 
-/**
- * Invariant 1 at the moment it matters: when a manifest PUT reaches the target registry, every
- * blob and child manifest it references must already be there. Installed as the target proxy's
- * `beforeForward`; violations are collected, not thrown (a throw would answer 500 and hide them).
- */
-function commitOrderChecker(): { check: (req: FaultRequest, body: Buffer) => Promise<void>; violations: string[]; checked: number } {
-  const state = { violations: [] as string[], checked: 0 };
-  const check = async (req: FaultRequest, body: Buffer): Promise<void> => {
-    const match = /^\/v2\/(.+)\/manifests\/([^?]+)/.exec(req.path);
-    if (req.method !== 'PUT' || !match) return;
-    state.checked++;
-    const repository = match[1] as string;
-    const repo = (await registryContents(dst.dataDir))[repository];
-    const refs = manifestReferences(body);
-    for (const child of refs.children) if (!repo?.manifests.includes(child)) state.violations.push(`PUT ${repository}:${match[2]} before its child ${child}`);
-    for (const blob of refs.blobs) if (!repo?.layers.includes(blob) || !(await storedBlob(dst.dataDir, blob))) state.violations.push(`PUT ${repository}:${match[2]} before its blob ${blob}`);
-  };
-  return Object.assign(state, { check });
-}
-
 before(async () => {
   [src, dst] = await Promise.all([startRegistry(), startRegistry()]);
   const shared = tarOf({ 'lib/shared.so': randomBytes(300 * KiB, 1) });
@@ -93,7 +72,7 @@ after(async () => {
 
 describe('copies through misbehaving registries', () => {
   test('20 copies of a multi-platform image with ~20% of requests failing on both sides all converge, byte-identical', async (t) => {
-    const checker = commitOrderChecker();
+    const checker = commitOrderChecker(dst.dataDir);
     const sp = await startFaultProxy(src.url, { seed: SEED, rate: 0.2 });
     const tp = await startFaultProxy(dst.url, { seed: SEED + 1, rate: 0.2, beforeForward: checker.check });
     const pool = chaosPool(SEED);
@@ -272,7 +251,8 @@ describe('copies through misbehaving registries', () => {
     const sessions = tp.exchanges.filter((x) => x.method === 'POST' && x.path.includes('/blobs/uploads/'));
     assert.equal(sessions.length, 2, "the config's session and one for the layer: no fresh attempt");
     assert.equal(tp.exchanges.filter((x) => x.method === 'DELETE').length, 1, "the layer's session was cancelled");
-    assert.deepEqual(await openSessions(), {});
+    // Its own repository: the test before leaves the session distribution refused to cancel in restarted/big.
+    assert.deepEqual((await openSessions())['stalls/big'], undefined);
     assert.deepEqual((await registryContents(dst.dataDir))['stalls/big']?.manifests ?? [], []);
   });
 

@@ -5,6 +5,7 @@
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { FaultRequest } from './faults.js';
 
 export interface RepositoryContents {
   /** tag -> digest */
@@ -115,4 +116,25 @@ export async function auditRegistry(dataDir: string, options: { repositories?: (
     }
   }
   return problems;
+}
+
+/**
+ * Invariant 1 at the moment it matters: when a manifest PUT reaches the target registry (whose
+ * storage is `dataDir`), every blob and child manifest it references must already be there.
+ * Installed as the target fault proxy's `beforeForward`; violations are collected, not thrown (a
+ * throw would answer 500 and hide them).
+ */
+export function commitOrderChecker(dataDir: string): { check: (req: FaultRequest, body: Buffer) => Promise<void>; violations: string[]; checked: number } {
+  const state = { violations: [] as string[], checked: 0 };
+  const check = async (req: FaultRequest, body: Buffer): Promise<void> => {
+    const match = /^\/v2\/(.+)\/manifests\/([^?]+)/.exec(req.path);
+    if (req.method !== 'PUT' || !match) return;
+    state.checked++;
+    const repository = match[1] as string;
+    const repo = (await registryContents(dataDir))[repository];
+    const refs = manifestReferences(body);
+    for (const child of refs.children) if (!repo?.manifests.includes(child)) state.violations.push(`PUT ${repository}:${match[2]} before its child ${child}`);
+    for (const blob of refs.blobs) if (!repo?.layers.includes(blob) || !(await storedBlob(dataDir, blob))) state.violations.push(`PUT ${repository}:${match[2]} before its blob ${blob}`);
+  };
+  return Object.assign(state, { check });
 }

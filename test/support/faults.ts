@@ -60,6 +60,8 @@ export interface Exchange extends FaultRequest {
   responseBytes: number;
   /** Status sent to the client; undefined when the connection was cut before a status. */
   status?: number;
+  /** The registry's Location header, when it sent one (an upload session's URL, for one). */
+  location?: string;
   /** Shared sequence numbers: when the request arrived and when its answer was complete. */
   arrivedSeq: number;
   answeredSeq?: number;
@@ -231,6 +233,7 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
   const relay = (req: IncomingMessage, res: ServerResponse, exchange: Exchange, upstream: IncomingMessage, fault: Fault | undefined): void => {
     const status = upstream.statusCode ?? 502;
     const headers = responseHeaders(upstream);
+    if (typeof upstream.headers.location === 'string') exchange.location = upstream.headers.location;
     const length = Number(upstream.headers['content-length']);
     const socket: Socket = res.socket ?? req.socket;
     const bodyShaped = fault && ['reset-response', 'truncate', 'stall', 'wrong-length'].includes(fault.kind);
