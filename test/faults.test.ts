@@ -5,7 +5,7 @@
 // The judges are the registry's own storage (`auditRegistry`, `registryContents`) and skopeo.
 //
 // A failing run prints the proxies' seeds and counts; set FAULT_SEED to replay another seed.
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyImage, type CopyResult } from '../lib/engine/copy.js';
 import { RegistryPool } from '../lib/engine/registries.js';
@@ -24,6 +24,7 @@ import {
   storedBlob,
   tarOf,
   type FaultProxy,
+  type FaultProxyOptions,
   type PushedImage,
   type RunningRegistry,
 } from './support/index.js';
@@ -40,6 +41,21 @@ let big: PushedImage;
 /** A pool that retries fast (the proxy's Retry-After is 0 s) and gives up on a silent body after 500 ms. */
 function chaosPool(seed: number): RegistryPool {
   return new RegistryPool({ retry: { baseDelayMs: 10, maxDelayMs: 200, random: seededRandom(seed) }, timeouts: { bodyIdleMs: 500 } });
+}
+
+/**
+ * A fault proxy before each registry (no faults unless options say so) and a pool, all closed when
+ * the test ends. Copies go `${sp.host}` -> `${tp.host}`; the proxies record every exchange.
+ */
+async function rig(t: TestContext, options: { source?: Partial<FaultProxyOptions>; target?: Partial<FaultProxyOptions>; pool?: RegistryPool } = {}): Promise<{ sp: FaultProxy; tp: FaultProxy; pool: RegistryPool }> {
+  const sp = await startFaultProxy(src.url, { seed: SEED, rate: 0, ...options.source });
+  const tp = await startFaultProxy(dst.url, { seed: SEED + 1, rate: 0, ...options.target });
+  const pool = options.pool ?? chaosPool(SEED);
+  t.after(async () => {
+    await pool.close();
+    await Promise.all([sp.stop(), tp.stop()]);
+  });
+  return { sp, tp, pool };
 }
 
 /** Open upload sessions left in the target, per repository (abandoned sessions must be cancelled). */
@@ -73,13 +89,7 @@ after(async () => {
 describe('copies through misbehaving registries', () => {
   test('20 copies of a multi-platform image with ~20% of requests failing on both sides all converge, byte-identical', async (t) => {
     const checker = commitOrderChecker(dst.dataDir);
-    const sp = await startFaultProxy(src.url, { seed: SEED, rate: 0.2 });
-    const tp = await startFaultProxy(dst.url, { seed: SEED + 1, rate: 0.2, beforeForward: checker.check });
-    const pool = chaosPool(SEED);
-    t.after(async () => {
-      await pool.close();
-      await Promise.all([sp.stop(), tp.stop()]);
-    });
+    const { sp, tp, pool } = await rig(t, { source: { rate: 0.2 }, target: { rate: 0.2, beforeForward: checker.check } });
     const failures: string[] = [];
     const results: CopyResult[] = [];
     for (let i = 0; i < 20; i++) {
@@ -111,12 +121,7 @@ describe('copies through misbehaving registries', () => {
 
   test('when the retry budget runs out the copy fails with a clear error naming the side, and commits nothing', async (t) => {
     // Every manifest PUT to the target is refused with 503: blobs land, nothing that references them may.
-    const tp = await startFaultProxy(dst.url, { seed: SEED, decide: (req) => (req.method === 'PUT' && req.path.includes('/manifests/') ? { kind: 'unavailable' } : undefined) });
-    const pool = chaosPool(SEED);
-    t.after(async () => {
-      await pool.close();
-      await tp.stop();
-    });
+    const { tp, pool } = await rig(t, { target: { decide: (req) => (req.method === 'PUT' && req.path.includes('/manifests/') ? { kind: 'unavailable' } : undefined) } });
     const err = await copyImage({ source: `${src.host}/app/multi:v1`, target: `${tp.host}/exhausted/app:v1` }, { registries: pool }).then(
       () => assert.fail('the copy should fail'),
       (e: unknown) => e,
@@ -135,12 +140,7 @@ describe('copies through misbehaving registries', () => {
   });
 
   test('uploads that keep breaking are given up, their sessions cancelled, and nothing is committed', async (t) => {
-    const tp = await startFaultProxy(dst.url, { seed: SEED, decide: (req) => (req.method === 'PUT' && req.path.includes('/blobs/uploads/') ? { kind: 'reset-request', at: 0.5 } : undefined) });
-    const pool = chaosPool(SEED);
-    t.after(async () => {
-      await pool.close();
-      await tp.stop();
-    });
+    const { tp, pool } = await rig(t, { target: { decide: (req) => (req.method === 'PUT' && req.path.includes('/blobs/uploads/') ? { kind: 'reset-request', at: 0.5 } : undefined) } });
     const err = await copyImage({ source: `${src.host}/app/big:v1`, target: `${tp.host}/broken/big:v1` }, { registries: pool }).then(
       () => assert.fail('the copy should fail'),
       (e: unknown) => e,
@@ -162,19 +162,15 @@ describe('copies through misbehaving registries', () => {
     const chunk = 128 * KiB;
     const layer = big.layers[0] as { digest: string; size: number };
     let cut = false;
-    const tp = await startFaultProxy(dst.url, {
-      seed: SEED,
-      decide: (req) => {
-        // The fifth chunk (bytes 512 KiB..640 KiB) is cut half-way, once.
-        if (cut || req.method !== 'PATCH' || !String(req.headers['content-range']).startsWith(`${4 * chunk}-`)) return undefined;
-        cut = true;
-        return { kind: 'reset-request', at: 0.5 };
+    const { tp, pool } = await rig(t, {
+      target: {
+        decide: (req) => {
+          // The fifth chunk (bytes 512 KiB..640 KiB) is cut half-way, once.
+          if (cut || req.method !== 'PATCH' || !String(req.headers['content-range']).startsWith(`${4 * chunk}-`)) return undefined;
+          cut = true;
+          return { kind: 'reset-request', at: 0.5 };
+        },
       },
-    });
-    const pool = chaosPool(SEED);
-    t.after(async () => {
-      await pool.close();
-      await tp.stop();
     });
     const result = await copyImage({ source: `${src.host}/app/big:v1`, target: `${tp.host}/resumed/big:v1` }, { registries: pool, chunkSize: chunk });
     assert.ok(cut, 'the fault was injected');
@@ -197,19 +193,15 @@ describe('copies through misbehaving registries', () => {
     // 404 BLOB_UPLOAD_INVALID for that session's status: there is no offset to resume from.
     const layer = big.layers[0] as { digest: string; size: number };
     let cut = false;
-    const tp = await startFaultProxy(dst.url, {
-      seed: SEED,
-      bufferRequests: false,
-      decide: (req) => {
-        if (cut || req.method !== 'PUT' || !req.path.includes(layer.digest.replace(':', '%3A'))) return undefined;
-        cut = true;
-        return { kind: 'reset-request', at: 0.5 };
+    const { tp, pool } = await rig(t, {
+      target: {
+        bufferRequests: false,
+        decide: (req) => {
+          if (cut || req.method !== 'PUT' || !req.path.includes(layer.digest.replace(':', '%3A'))) return undefined;
+          cut = true;
+          return { kind: 'reset-request', at: 0.5 };
+        },
       },
-    });
-    const pool = chaosPool(SEED);
-    t.after(async () => {
-      await pool.close();
-      await tp.stop();
     });
     await copyImage({ source: `${src.host}/app/big:v1`, target: `${tp.host}/restarted/big:v1` }, { registries: pool });
     assert.ok(cut, 'the fault was injected');
@@ -233,12 +225,9 @@ describe('copies through misbehaving registries', () => {
 
   test('a source that stalls on every try gives up after its own resumes: the retry layers do not multiply', async (t) => {
     const layer = big.layers[0] as { digest: string; size: number };
-    const sp = await startFaultProxy(src.url, { seed: SEED, decide: (req) => (req.method === 'GET' && req.path.endsWith(`/blobs/${layer.digest}`) ? { kind: 'stall', at: 0.3 } : undefined) });
-    const tp = await startFaultProxy(dst.url, { seed: SEED, rate: 0 });
-    const pool = new RegistryPool({ retry: { baseDelayMs: 10 }, timeouts: { bodyIdleMs: 200 }, maxBlobResumes: 2 });
-    t.after(async () => {
-      await pool.close();
-      await Promise.all([sp.stop(), tp.stop()]);
+    const { sp, tp, pool } = await rig(t, {
+      source: { decide: (req) => (req.method === 'GET' && req.path.endsWith(`/blobs/${layer.digest}`) ? { kind: 'stall', at: 0.3 } : undefined) },
+      pool: new RegistryPool({ retry: { baseDelayMs: 10 }, timeouts: { bodyIdleMs: 200 }, maxBlobResumes: 2 }),
     });
     const err = await copyImage({ source: `${sp.host}/app/big:v1`, target: `${tp.host}/stalls/big:v1` }, { registries: pool }).then(
       () => assert.fail('the copy should fail'),
@@ -259,18 +248,14 @@ describe('copies through misbehaving registries', () => {
   test('a blob download that stalls past the idle timeout resumes with Range from the bytes already verified', async (t) => {
     const layer = big.layers[0] as { digest: string; size: number };
     let stalled = false;
-    const sp = await startFaultProxy(src.url, {
-      seed: SEED,
-      decide: (req) => {
-        if (stalled || req.method !== 'GET' || !req.path.endsWith(`/blobs/${layer.digest}`)) return undefined;
-        stalled = true;
-        return { kind: 'stall', at: 0.6 };
+    const { sp, pool } = await rig(t, {
+      source: {
+        decide: (req) => {
+          if (stalled || req.method !== 'GET' || !req.path.endsWith(`/blobs/${layer.digest}`)) return undefined;
+          stalled = true;
+          return { kind: 'stall', at: 0.6 };
+        },
       },
-    });
-    const pool = chaosPool(SEED);
-    t.after(async () => {
-      await pool.close();
-      await sp.stop();
     });
     await copyImage({ source: `${sp.host}/app/big:v1`, target: `${dst.host}/stalled/big:v1` }, { registries: pool });
     const gets = sp.exchanges.filter((x) => x.method === 'GET' && x.path.endsWith(`/blobs/${layer.digest}`));
