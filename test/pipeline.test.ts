@@ -311,6 +311,9 @@ describe('pipeline end to end', () => {
     assert.equal(small.content.from, 'inline', 'a 32 KiB manifest travels inline when the message has room');
     const crowded = commitTask(ref, manifest(MAX_INLINE_MANIFEST_BYTES), tags, exportSpec);
     assert.equal(crowded.content.from, 'derive', 'the same manifest is re-derived when the request fills the message');
+    // Verbatim manifests too travel inline when they fit (no source GET per attempt), else by digest.
+    assert.equal(commitTask({ ...ref, annotations: {}, platforms: [] }, { ...manifest(1000), verbatim: true }, []).content.from, 'inline');
+    assert.deepEqual(commitTask(ref, { ...manifest(MAX_INLINE_MANIFEST_BYTES), verbatim: true }, tags, exportSpec).content, { from: 'source', digest: maxDigest });
     const waiting = serialise({ ...crowded, wait: { attempt: 999_999, deadline: 9_999_999_999_999 } });
     assert.ok(Buffer.byteLength(waiting) <= MAX_MESSAGE_BYTES);
     assert.doesNotThrow(() => parseTask(waiting));

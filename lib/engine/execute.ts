@@ -50,6 +50,11 @@ export class BlobLocations {
     repos.add(repository);
   }
 
+  /** Whether `repository` of `registry` is known to hold `digest` (this process put it there, or saw it). */
+  has(registry: string, repository: string, digest: string): boolean {
+    return this.byRegistry.get(registry)?.get(digest)?.has(repository) ?? false;
+  }
+
   /** A repository of `registry` other than `except` known to hold `digest`. */
   find(registry: string, digest: string, except: string): string | undefined {
     for (const repo of this.byRegistry.get(registry)?.get(digest) ?? []) if (repo !== except) return repo;

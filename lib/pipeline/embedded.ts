@@ -73,6 +73,9 @@ export class EmbeddedPipeline {
       logger: options.logger ?? silentLogger,
       metrics: options.metrics ?? nullMetrics(),
       locations: new BlobLocations(),
+      // Commits wait out of the way until a task of their request completes (expedite, below),
+      // rather than being tried at once and found not ready while their blobs are in flight.
+      commitDelaySeconds: 2,
       ...options.env,
     };
     const backoffSeconds = options.backoffSeconds ?? ((n: number) => Math.min(5, 0.05 * 2 ** n));
@@ -85,17 +88,29 @@ export class EmbeddedPipeline {
     await this.fanout.invokeAsync(serialise(request));
   }
 
-  /** Runs consumers until every queue is empty and fan-out is idle (or `stop` is called). */
-  drain(): Promise<void> {
-    return this.runConsumers(false);
+  /**
+   * Runs consumers until every queue is empty and fan-out is idle (or `stop` is called). With
+   * `submitting` (the promise of whatever is still submitting requests, a sync's listing), they
+   * start at once and only finish once it has settled: the first copies overlap the listing.
+   */
+  drain(submitting?: Promise<unknown>): Promise<void> {
+    if (!submitting) return this.runConsumers(() => false);
+    let open = true;
+    const settled = (): void => {
+      open = false;
+      this.work.wake();
+      this.exports.wake();
+    };
+    submitting.then(settled, settled);
+    return this.runConsumers(() => open);
   }
 
   /** Runs consumers until `stop` is called, waiting for work when there is none (`serve`). */
   run(): Promise<void> {
-    return this.runConsumers(true);
+    return this.runConsumers(() => true);
   }
 
-  private async runConsumers(continuous: boolean): Promise<void> {
+  private async runConsumers(continuous: () => boolean): Promise<void> {
     const concurrency = this.options.concurrency ?? 4;
     const consumers: Promise<void>[] = [];
     for (let i = 0; i < concurrency; i++) {
@@ -138,13 +153,13 @@ export class EmbeddedPipeline {
     return this.work.size > 0 || this.exports.size > 0 || this.fanout.pendingCount > 0;
   }
 
-  private async consume(queue: InMemoryQueue, handler: (event: SqsEvent, context?: LambdaContext) => Promise<SqsBatchResponse>, continuous: boolean): Promise<void> {
+  private async consume(queue: InMemoryQueue, handler: (event: SqsEvent, context?: LambdaContext) => Promise<SqsBatchResponse>, continuous: () => boolean): Promise<void> {
     const invocationMs = this.options.invocationMs ?? 15 * 60_000;
     const batchSize = this.options.batchSize ?? 5;
     while (!this.stopped) {
       const deliveries = queue.receive(batchSize);
       if (deliveries.length === 0) {
-        if (!continuous && !this.busy()) {
+        if (!continuous() && !this.busy()) {
           await this.fanout.idle();
           if (!this.busy()) return;
           continue;
@@ -156,7 +171,16 @@ export class EmbeddedPipeline {
       const started = Date.now();
       const response = await handler(toEvent(deliveries, queue.name), { awsRequestId: `embedded-${started}`, getRemainingTimeInMillis: () => invocationMs - (Date.now() - started) });
       const failed = new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
-      for (const d of deliveries) if (!failed.has(d.messageId)) queue.delete(d.receiptHandle);
+      const progressed = new Set<string>();
+      for (const d of deliveries) {
+        if (failed.has(d.messageId)) continue;
+        queue.delete(d.receiptHandle);
+        const requestId = requestIdOf(d.body);
+        if (requestId) progressed.add(requestId);
+      }
+      // A commit waiting on its request's content is looked at again as soon as some of that
+      // content arrived, rather than after its backoff: in one process that moment is known.
+      if (queue === this.work && progressed.size) queue.expedite((body) => isCommit(body) && progressed.has(requestIdOf(body) ?? ''));
     }
   }
 }
@@ -167,6 +191,17 @@ function parseOrRaw(payload: string): unknown {
     return JSON.parse(payload) as unknown;
   } catch {
     return payload;
+  }
+}
+
+function requestIdOf(body: string): string | undefined {
+  try {
+    // Blob and export tasks name their request; image and commit tasks carry it.
+    const message = JSON.parse(body) as { requestId?: unknown; request?: { id?: unknown } };
+    const id = message.requestId ?? message.request?.id;
+    return typeof id === 'string' ? id : undefined;
+  } catch {
+    return undefined;
   }
 }
 

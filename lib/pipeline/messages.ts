@@ -130,7 +130,7 @@ export const BlobTaskSchema = z
 const manifestContent = z.discriminatedUnion('from', [
   /** Verbatim: GET the source manifest by digest. */
   z.object({ from: z.literal('source'), digest }).strict(),
-  /** Rewritten and small: the bytes, base64. */
+  /** Small (verbatim or rewritten): the bytes, base64, checked against the digest by the worker. */
   z.object({ from: z.literal('inline'), base64: z.string().max(Math.ceil((MAX_INLINE_MANIFEST_BYTES * 4) / 3) + 4) }).strict(),
   /** Rewritten and large: re-run the planner on the request and take the manifest with this digest. */
   z.object({ from: z.literal('derive') }).strict(),

@@ -79,6 +79,12 @@ export interface PipelineEnv {
   maxBlobHops?: number;
   /** Delay of a large blob's follow-up after a transient failure (not after its time budget). Default 10 s. */
   blobRetryDelaySeconds?: number;
+  /**
+   * Delay of a commit enqueued together with the work it waits for. Default 0: in SQS an early
+   * commit is cheap to find not ready and re-send. The embedded runtime sets a delay and wakes a
+   * commit as soon as a task of its request completes.
+   */
+  commitDelaySeconds?: number;
   /** Registries whose chunked upload is broken (ECR): monolithic PUT only. */
   monolithicOnly?: (registry: string) => boolean;
   /** Creates a missing target repository before the first push (ECR). */
@@ -201,9 +207,7 @@ export async function fanOut(request: ReplicationRequest, env: PipelineEnv): Pro
   }
   result.tasks.blob = work.length - result.tasks.image;
   result.tasks.commit = commits.length;
-  // Work first, commits after: commits that arrive early only wait.
-  await env.work.send(work);
-  await env.work.send(commits);
+  await sendWorkAndCommits(env, work, commits);
   log.info('fan-out planned', { digest: p.root.digest, noop: result.noop, tasks: result.tasks, platforms: p.manifests.filter((m) => m.platform).map((m) => m.platform) });
 
   if (request.referrers) await fanOutReferrers(request, p, source, env);
@@ -226,12 +230,14 @@ export function commitTask(request: RequestRef, m: PlannedManifest, tags: string
     tags,
     ...(exportSpec ? { export: exportSpec } : {}),
   };
-  if (m.verbatim) return { ...base, content: { from: 'source', digest: m.digest } };
+  // Small manifests travel inline, verbatim ones too: one source GET less per attempt (the
+  // worker verifies the bytes against the digest either way).
   if (m.bytes.length <= MAX_INLINE_MANIFEST_BYTES) {
     const inline: CommitTask = { ...base, content: { from: 'inline', base64: m.bytes.toString('base64') } };
     // Room for the `wait` a not-ready commit adds when it re-sends itself.
     if (Buffer.byteLength(JSON.stringify(inline)) + COMMIT_WAIT_BYTES <= MAX_MESSAGE_BYTES) return inline;
   }
+  if (m.verbatim) return { ...base, content: { from: 'source', digest: m.digest } };
   return { ...base, content: { from: 'derive' } };
 }
 
@@ -307,9 +313,24 @@ export async function runImageTask(task: ImageTask, env: PipelineEnv): Promise<v
     throw new OciRelayError(ErrorCodes.InvalidManifest, `platform ${task.platform ?? task.sourceDigest} plans to ${child.root.digest}, fan-out planned ${task.targetDigest}`);
   }
   const notOwned = new Set(task.notOwned);
-  const messages = batchBlobs(child.blobs.filter((b) => !notOwned.has(b.digest)), env).map((batch) => serialise(blobTask(task.request.id, source, target, batch)));
-  messages.push(serialise(commitTask(task.request, { ...child.root, root: false }, [])));
-  await env.work.send(messages);
+  const blobs = batchBlobs(child.blobs.filter((b) => !notOwned.has(b.digest)), env).map((batch) => serialise(blobTask(task.request.id, source, target, batch)));
+  await sendWorkAndCommits(env, blobs, [serialise(commitTask(task.request, { ...child.root, root: false }, []))]);
+}
+
+/**
+ * Enqueues tasks and the commits that wait for them. Without a commit delay: work first, commits
+ * after (a commit that arrives early only waits). With one: the delayed commits first, so that
+ * work completing at once can already wake them (the embedded runtime's expedite).
+ */
+async function sendWorkAndCommits(env: PipelineEnv, work: string[], commits: string[]): Promise<void> {
+  const delay = work.length ? (env.commitDelaySeconds ?? 0) : 0;
+  if (delay > 0) {
+    await env.work.send(commits, { delaySeconds: delay });
+    await env.work.send(work);
+    return;
+  }
+  await env.work.send(work);
+  await env.work.send(commits);
 }
 
 // --- blob tasks ------------------------------------------------------------------------------
@@ -395,6 +416,9 @@ export async function runCommitTask(task: CommitTask, env: PipelineEnv): Promise
       await Promise.all(
         needed.map((d) =>
           limit(async () => {
+            // A blob this process copied into the target repository (the registry said 201) needs
+            // no HEAD; should it have gone since, the PUT is refused and the commit waits.
+            if (!isIndexMediaType(task.mediaType) && env.locations?.has(target.client.registry, target.name, d.digest)) return undefined;
             const there = isIndexMediaType(task.mediaType) ? await sided('target', () => target.headManifest(d.digest)) : await sided('target', () => target.headBlob(d.digest));
             return there ? undefined : d.digest;
           }),

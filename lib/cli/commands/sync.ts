@@ -32,8 +32,11 @@ export async function syncCommand(argv: string[]): Promise<number> {
   const pipeline = values['dry-run'] ? undefined : embeddedPipeline(pool, await exportStore(config), logger);
   const rules = stringList(values.rule);
   try {
-    const summary = await syncRules(config, { registries: pool, ...(pipeline ? { submit: (r) => pipeline.submit(r) } : {}), ...(rules.length ? { rules } : {}) });
-    await pipeline?.drain();
+    const listing = syncRules(config, { registries: pool, ...(pipeline ? { submit: (r) => pipeline.submit(r) } : {}), ...(rules.length ? { rules } : {}) });
+    // Copies start while the listing and comparing go on.
+    const draining = pipeline?.drain(listing);
+    const summary = await listing;
+    await draining;
     // What the pipeline could not do after all.
     const failedCopies = (pipeline?.deadLetters.size ?? 0) + (pipeline?.fanout.failures.length ?? 0);
     for (const f of pipeline?.fanout.failures ?? []) logger.error('copy failed', { request: JSON.parse(f.payload).source, ...errorFields(f.error) });
