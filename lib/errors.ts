@@ -161,13 +161,25 @@ export class SizeMismatchError extends OciRelayError {
   }
 }
 
+/**
+ * The `user:password` of a reference written like a URL with credentials (`user:pass@host/app`,
+ * `https://user:pass@host/app`): never a valid reference, and never to be echoed. A digest after
+ * `@` (`alpine@sha256:…`) is not userinfo.
+ */
+function userinfoOf(input: string): string | undefined {
+  const match = /^(?:[a-z][a-z0-9+.-]*:\/\/)?([^/@\s]*:[^/@\s]*)@(?=\S)(?![a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$)/i.exec(input);
+  return match?.[1] || undefined;
+}
+
 export class InvalidReferenceError extends OciRelayError {
   readonly input: string;
   /** Which part of the reference is wrong: `registry`, `repository`, `tag`, `digest` or `reference`. */
   readonly part: string;
   readonly reason: string;
   constructor(input: string, part: string, reason: string) {
-    super(ErrorCodes.InvalidReference, `invalid reference ${JSON.stringify(truncate(input, 300))}: ${part} ${reason}`);
+    const secret = userinfoOf(input);
+    const hide = (text: string): string => (secret ? text.split(secret).join('***') : text);
+    super(ErrorCodes.InvalidReference, `invalid reference ${JSON.stringify(truncate(hide(input), 300))}: ${part} ${hide(reason)}`);
     this.input = input;
     this.part = part;
     this.reason = reason;

@@ -211,6 +211,20 @@ describe('parseReference: invalid references', () => {
     });
   }
 
+  test('credentials written into a reference (user:pass@host/app) are never echoed', () => {
+    for (const [input, shown] of [
+      ['user:Pa55-word@registry.example.com/app:v1', '***@registry.example.com/app:v1'],
+      ['https://user:Pa55-word@registry.example.com/app', 'https://***@registry.example.com/app'],
+      [':Pa55-word@alpine', '***@alpine'],
+    ] as const) {
+      const err = catchRef(() => parseReference(input));
+      assert.ok(!err.message.includes('Pa55-word'), err.message);
+      assert.ok(err.message.startsWith(`invalid reference ${JSON.stringify(shown)}`), err.message);
+    }
+    // A digest after '@' is not userinfo: those references are quoted as they are.
+    assert.match(catchRef(() => parseReference('alpine:v1@sha256:0123')).message, /^invalid reference "alpine:v1@sha256:0123"/);
+  });
+
   test('non-string input', () => {
     const err = catchRef(() => parseReference(undefined as unknown as string));
     assert.equal(err.part, 'reference');

@@ -11,7 +11,7 @@ import { RegistryPool } from '../lib/engine/registries.js';
 import { parseConfig } from '../lib/rules/config.js';
 import { selectTags } from '../lib/rules/match.js';
 import { syncRules } from '../lib/rules/sync.js';
-import { inspectRaw, makeTempDir, pushTestImage, pushTestIndex, startRegistry, tarOf, type RunningRegistry } from './support/index.js';
+import { inspectRaw, makeTempDir, pushTestImage, pushTestIndex, startHttpServer, startRegistry, tarOf, type RunningRegistry } from './support/index.js';
 
 const exec = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -123,6 +123,31 @@ describe('ocirelay sync', () => {
       await pool.close();
     }
     void moved;
+  });
+
+  test('tags a registry lists that break the grammar are reported, never matched or asked for', async () => {
+    const seen: string[] = [];
+    const long = `v${'9'.repeat(5000)}`;
+    const hostile = await startHttpServer((req, res) => {
+      seen.push(`${req.method} ${req.url}`);
+      if (req.url?.startsWith('/v2/team/app/tags/list')) {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ name: 'team/app', tags: [long, '../../etc', 'ok-tag'] }));
+        return;
+      }
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}');
+    });
+    const pool = new RegistryPool();
+    try {
+      const summary = await syncRules(parseConfig(JSON.stringify({ rules: [{ from: `${hostile.host}/team/app`, to: `${dst.host}/mirror/hostile`, tags: { include: ['^v\\d+$', '^ok'] } }] })), { registries: pool, submit: async () => undefined });
+      const reasons = summary.items.filter((i) => i.status === 'failed').map((i) => i.reason ?? '');
+      assert.equal(reasons.filter((r) => /which is not a valid tag$/.test(r)).length, 2, reasons.join('\n'));
+      assert.ok(reasons.every((r) => r.length < 400), 'a 5000-character tag is not echoed whole');
+      assert.ok(!seen.some((line) => line.includes('999999') || line.includes('etc')), `asked for an invalid tag: ${seen.join(', ')}`);
+      assert.ok(seen.some((line) => line === 'HEAD /v2/team/app/manifests/ok-tag'), 'the valid tag is handled as usual');
+    } finally {
+      await pool.close();
+      await hostile.stop();
+    }
   });
 
   test('selectTags: latest by semver, then by name; semver ignores tags that name no version', () => {

@@ -17,6 +17,7 @@ import type { RegistryPool } from '../engine/registries.js';
 import { MANIFEST_MEDIA_TYPES } from '../manifest/media-types.js';
 import type { ReplicationRequest } from '../pipeline/messages.js';
 import type { Config, Rule } from './config.js';
+import { isValidTag } from '../ref/index.js';
 import { endpoints, joinPath, relativePath, repositoryAllowed, selectTags, toRequest } from './match.js';
 
 export interface SyncItem {
@@ -113,6 +114,11 @@ export async function syncRules(config: Config, options: SyncOptions): Promise<S
           add({ rule: name, source: `${ends.source.registry}/${repository}`, target: `${ends.target.registry}/${targetRepository}`, status: 'failed', reason: `listing tags: ${errorMessage(err)}` });
           return;
         }
+        // A registry's answer is not trusted to follow the grammar: a tag that does not (too
+        // long for the rule's patterns, or naming something else) is reported, never matched.
+        const invalid = tags.filter((tag) => !isValidTag(tag));
+        for (const tag of invalid) add({ rule: name, source: `${ends.source.registry}/${repository}`, target: `${ends.target.registry}/${targetRepository}`, status: 'failed', reason: `the registry listed ${JSON.stringify(tag.slice(0, 140))}${tag.length > 140 ? '…' : ''}, which is not a valid tag` });
+        if (invalid.length) tags = tags.filter(isValidTag);
         const selected = new Set(selectTags(rule, tags));
         await Promise.all(
           tags.map((tag) =>
