@@ -87,6 +87,13 @@ export interface PushBlobOptions {
   maxResumes?: number;
 }
 
+/** A blob GET under way: its body, the offset it starts at (0 when Range was ignored), its length. */
+export interface OpenedBlob {
+  stream: Response['body'];
+  offset: number;
+  length: number | undefined;
+}
+
 export interface PushBlobResult {
   /** How the blob got there. */
   outcome: 'uploaded' | 'mounted';
@@ -132,6 +139,28 @@ export class RegistryClient {
     const first = this.transport.url('/v2/_catalog');
     if (options.pageSize) first.searchParams.set('n', String(options.pageSize));
     yield* paginate(this.transport, this.retryPolicy, first, [CATALOG_SCOPE], 'list catalog', (json) => stringArray(json, 'repositories'));
+  }
+
+  /**
+   * One page of the catalog: the first, or the one `next` names (the `next` an earlier page
+   * returned: the path and query of the registry's `Link: rel="next"`, whatever its cursor
+   * parameters are — `last`, Quay's `next_page`). `next` is absent on the last page. A page must
+   * not steer requests elsewhere: a `next` asked for that is not this registry's catalog is
+   * refused, and a Link to anything else (or back to the same page) ends the listing, with
+   * `stopped` saying why.
+   */
+  async catalogPage(options: { pageSize?: number; next?: string } = {}): Promise<{ repositories: string[]; next?: string; stopped?: string }> {
+    const first = this.transport.url('/v2/_catalog');
+    let url = first;
+    if (options.next !== undefined) {
+      url = new URL(options.next, first);
+      if (!sameCatalog(url, first)) throw new OciRelayError(ErrorCodes.InvalidMessage, `list catalog: the page cursor ${JSON.stringify(options.next.slice(0, 200))} does not name the catalog of ${this.registry}`);
+    } else if (options.pageSize) first.searchParams.set('n', String(options.pageSize));
+    const page = await fetchPage(this.transport, this.retryPolicy, url, [CATALOG_SCOPE], 'list catalog', (json) => stringArray(json, 'repositories'));
+    if (!page.next) return { repositories: page.items };
+    if (!sameCatalog(page.next, first)) return { repositories: page.items, stopped: `list catalog: the next page ${redactUrl(page.next).slice(0, 200)} is not the catalog of ${this.registry}` };
+    if (page.next.href === url.href) return { repositories: page.items, stopped: `list catalog: pagination loops back to ${redactUrl(url).slice(0, 200)}` };
+    return { repositories: page.items, next: `${page.next.pathname}${page.next.search}` };
   }
 
   async listCatalog(options: { pageSize?: number } = {}): Promise<string[]> {
@@ -326,7 +355,7 @@ export class Repository {
    * GET a blob from `offset` (Range), unverified: the raw building block. Redirects (to storage
    * backends) are followed by hand, without Authorization when the host changes.
    */
-  async openBlob(digest: string, options: { offset?: number; signal?: AbortSignal } = {}): Promise<{ stream: Response['body']; offset: number; length: number | undefined }> {
+  async openBlob(digest: string, options: { offset?: number; signal?: AbortSignal } = {}): Promise<OpenedBlob> {
     const offset = options.offset ?? 0;
     const res = await this.transport.send({
       method: 'GET',
@@ -346,42 +375,55 @@ export class Repository {
   /**
    * GET a blob as a stream verified against its descriptor: the stream fails before its end is
    * signalled when the bytes do not hash to the digest or their count differs from the size.
-   * A body that breaks mid-way is resumed with Range from the bytes already passed on.
+   * A body that breaks mid-way is resumed with Range from the bytes already passed on
+   * (`blobChunks`). The first request is made before this returns, so that a missing blob is an
+   * error here rather than on the stream.
    */
   async fetchBlob(descriptor: { digest: string; size?: number }, options: { signal?: AbortSignal } = {}): Promise<Readable> {
-    const url = this.url(`blobs/${descriptor.digest}`);
-    const context: ErrorContext = { url, operation: 'GET blob' };
+    const context: ErrorContext = { url: this.url(`blobs/${descriptor.digest}`), operation: 'GET blob' };
     const verifier = new VerifyingStream({ digest: descriptor.digest, ...(descriptor.size !== undefined ? { size: descriptor.size } : {}), context });
     const first = await this.openBlob(descriptor.digest, options);
-    const maxResumes = this.client.options.maxBlobResumes ?? 5;
-    void this.pump(first, descriptor, verifier, maxResumes, options.signal);
+    // Closing the stream (a consumer that gave up) stops the download and its resumes.
+    const closed = new AbortController();
+    verifier.once('close', () => closed.abort());
+    const signal = options.signal ? AbortSignal.any([options.signal, closed.signal]) : closed.signal;
+    void pumpInto(this.blobChunks(descriptor, { opened: first, signal }), verifier, signal);
     return verifier;
   }
 
-  private async pump(first: Awaited<ReturnType<Repository['openBlob']>>, descriptor: { digest: string; size?: number }, verifier: VerifyingStream, maxResumes: number, signal: AbortSignal | undefined): Promise<void> {
+  /**
+   * The bytes of a blob from `from` on (default 0), unverified: callers hash what they read (a
+   * VerifyingStream, a resumable hash). A body that breaks, stalls past the idle timeout or ends
+   * short is resumed with Range from the bytes already yielded (at most `maxBlobResumes` times);
+   * bytes a server that ignored Range sends again are skipped. With a known size, more bytes
+   * than it fail at once, and fewer fail once the resumes are spent; a connection that fails
+   * after the last byte does not matter. `opened` is a response already received for `from`.
+   */
+  async *blobChunks(descriptor: { digest: string; size?: number }, options: { from?: number; opened?: OpenedBlob; signal?: AbortSignal } = {}): AsyncGenerator<Buffer> {
     const { digest, size } = descriptor;
-    let current: Awaited<ReturnType<Repository['openBlob']>> | undefined = first;
-    let passed = 0;
+    const url = this.url(`blobs/${digest}`);
+    const maxResumes = this.client.options.maxBlobResumes ?? 5;
+    const signal = options.signal;
+    let passed = options.from ?? 0;
     let resumes = 0;
-    let stopped = false;
-    const onClose = (): void => {
-      stopped = true;
+    let current: OpenedBlob | undefined = options.opened;
+    const abort = (): void => {
       current?.stream.destroy();
     };
-    verifier.once('close', onClose);
+    signal?.addEventListener('abort', abort, { once: true });
     try {
       for (;;) {
+        if (size !== undefined && passed >= size && !current) return;
         if (!current) {
           current = await this.openBlob(digest, { offset: passed, ...(signal ? { signal } : {}) }).catch((err: unknown) => {
             // Nothing past `passed`: the blob is shorter than its descriptor says.
-            if (err instanceof RegistryError && err.status === 416 && size !== undefined) throw new SizeMismatchError(size, passed, { url: this.url(`blobs/${digest}`), operation: 'GET blob', cause: err });
+            if (err instanceof RegistryError && err.status === 416 && size !== undefined) throw new SizeMismatchError(size, passed, { url, operation: 'GET blob', cause: err });
             throw err;
           });
         }
         let skip = passed - current.offset; // bytes the server re-sent because it ignored Range
         try {
           for await (const raw of current.stream) {
-            if (stopped) return;
             let chunk = raw as Buffer;
             if (skip > 0) {
               if (chunk.length <= skip) {
@@ -391,36 +433,30 @@ export class Repository {
               chunk = chunk.subarray(skip);
               skip = 0;
             }
+            if (size !== undefined && passed + chunk.length > size) throw new SizeMismatchError(size, passed + chunk.length, { url, operation: 'GET blob', atLeast: true });
             passed += chunk.length;
-            if (!verifier.write(chunk)) await once(verifier, 'drain');
+            yield chunk;
           }
-          if (stopped) return;
-          // A body that ended cleanly short of the size (a truncating proxy, a wrong
-          // Content-Length) is resumed like a broken one; the verifier still judges the whole.
-          if (size !== undefined && passed < size && resumes < maxResumes) {
-            resumes++;
-            current = undefined;
-            continue;
-          }
-          verifier.end();
-          return;
-        } catch (err) {
-          if (stopped) return;
-          // Every byte arrived and only the close went wrong (a stall or a reset after the last
-          // byte, a Content-Length longer than the body): the verifier judges what is there.
-          if (size !== undefined && passed === size && !(err instanceof OciRelayError)) {
-            verifier.end();
-            return;
-          }
-          if (err instanceof OciRelayError || !isRetryableNetworkError(err) || resumes >= maxResumes) throw err;
-          resumes++;
           current = undefined;
+          if (size === undefined || passed >= size) return;
+          // Ended cleanly short of the size (a truncating proxy, a wrong Content-Length).
+          if (resumes >= maxResumes) throw new SizeMismatchError(size, passed, { url, operation: 'GET blob' });
+          resumes++;
+        } catch (err) {
+          current = undefined;
+          if (err instanceof OciRelayError || signal?.aborted) throw err;
+          // Every byte arrived and only the close went wrong (a stall or a reset after the last
+          // byte, a Content-Length longer than the body): what was read is what was asked for.
+          if (size !== undefined && passed === size) return;
+          if (!isRetryableNetworkError(err) || resumes >= maxResumes) {
+            throw new OciRelayError(ErrorCodes.Network, `GET blob ${digest}: the download failed after ${resumes} resumes: ${(err as Error).message}`, { cause: err, url, operation: 'GET blob', retryable: true });
+          }
+          resumes++;
         }
       }
-    } catch (err) {
-      if (!stopped) verifier.destroy(err instanceof OciRelayError ? err : new OciRelayError(ErrorCodes.Network, `GET blob ${digest}: the download failed after ${resumes} resumes: ${(err as Error).message}`, { cause: err, url: this.url(`blobs/${digest}`), operation: 'GET blob', retryable: true }));
     } finally {
-      verifier.off('close', onClose);
+      signal?.removeEventListener('abort', abort);
+      current?.stream.destroy();
     }
   }
 
@@ -602,6 +638,18 @@ function isResumable(err: unknown): boolean {
   return isRetryableNetworkError(err);
 }
 
+/** Writes chunks into a verifying stream, honouring backpressure; a failure destroys it with its cause. */
+async function pumpInto(chunks: AsyncGenerator<Buffer>, verifier: VerifyingStream, signal: AbortSignal): Promise<void> {
+  try {
+    for await (const chunk of chunks) {
+      if (!verifier.write(chunk)) await once(verifier, 'drain', { signal });
+    }
+    verifier.end();
+  } catch (err) {
+    if (!verifier.destroyed) verifier.destroy(err as Error);
+  }
+}
+
 async function drain(stream: Readable): Promise<void> {
   for await (const _chunk of stream) {
     // discarded: these bytes are already in the upload session
@@ -683,17 +731,28 @@ async function* paginate<T>(transport: Transport, policy: Required<RetryOptions>
   while (url) {
     if (seen.has(url.href)) throw new RegistryError({ status: 200, method: 'GET', url, operation, message: `${operation}: pagination loops back to ${redactUrl(url)}` });
     seen.add(url.href);
-    const { res, text } = await sendAndRead(transport, policy, { method: 'GET', url, scopes, operation, headers: { accept: options.accept ?? 'application/json' }, expect: [200] }, async (res) => ({ res, text: await readText(res.body, 16 * 1024 * 1024) }));
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      throw new RegistryError({ status: res.status, method: 'GET', url, operation, message: `${operation}: ${redactUrl(url)} answered with a body that is not JSON` });
-    }
-    yield* items(json);
-    const next = nextLink(header(res.headers, 'link'));
-    url = next ? new URL(next, url) : undefined;
+    const page: { items: T[]; next?: URL } = await fetchPage(transport, policy, url, scopes, operation, items, options);
+    yield* page.items;
+    url = page.next;
   }
+}
+
+/** One page of a paginated list: its items and the `rel="next"` page, if any. */
+async function fetchPage<T>(transport: Transport, policy: Required<RetryOptions>, url: URL, scopes: readonly Scope[], operation: string, items: (json: unknown) => T[], options: { accept?: string } = {}): Promise<{ items: T[]; next?: URL }> {
+  const { res, text } = await sendAndRead(transport, policy, { method: 'GET', url, scopes, operation, headers: { accept: options.accept ?? 'application/json' }, expect: [200] }, async (res) => ({ res, text: await readText(res.body, 16 * 1024 * 1024) }));
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new RegistryError({ status: res.status, method: 'GET', url, operation, message: `${operation}: ${redactUrl(url)} answered with a body that is not JSON` });
+  }
+  const next = nextLink(header(res.headers, 'link'));
+  return { items: items(json), ...(next ? { next: new URL(next, url) } : {}) };
+}
+
+/** The same registry's catalog (origin and path), whatever the query. */
+function sameCatalog(url: URL, catalog: URL): boolean {
+  return url.origin === catalog.origin && url.pathname === catalog.pathname;
 }
 
 /**

@@ -24,7 +24,6 @@
  */
 import { Readable } from 'node:stream';
 import { DigestMismatchError, ErrorCodes, OciRelayError, RegistryError, SizeMismatchError } from '../errors.js';
-import { isRetryableNetworkError } from '../oci/retry.js';
 import { parseDigest } from '../digest.js';
 import { StreamSlicer, type Repository, type UploadSession } from '../oci/client.js';
 import { sided } from '../engine/execute.js';
@@ -227,37 +226,15 @@ async function openReader(source: Repository, blob: { digest: string; size: numb
 function rangeReader(source: Repository, blob: { digest: string; size: number }, hasher: ResumableSha256, signal: AbortSignal | undefined): SourceReader {
   const start = hasher.bytes;
   let position = start;
-  let stopped = false;
-  let current: Readable | undefined;
-  const maxResumes = source.client.options.maxBlobResumes ?? 5;
+  // Stopping (`destroy`) aborts the download under way, whichever resume it is in.
+  const stop = new AbortController();
+  const reading = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
   const chunks = async function* (): AsyncGenerator<Buffer> {
-    let received = start;
-    let resumes = 0;
-    while (received < blob.size && !stopped) {
-      const opened = await sided('source', () => source.openBlob(blob.digest, { offset: received, ...(signal ? { signal } : {}) }));
-      current = opened.stream as unknown as Readable;
-      let skip = received - opened.offset; // a server that ignored Range re-sends from its start
-      try {
-        for await (const raw of current) {
-          let chunk = raw as Buffer;
-          if (skip > 0) {
-            if (chunk.length <= skip) {
-              skip -= chunk.length;
-              continue;
-            }
-            chunk = chunk.subarray(skip);
-            skip = 0;
-          }
-          received += chunk.length;
-          if (received > blob.size) throw new SizeMismatchError(blob.size, received, { side: 'source', operation: 'GET blob', atLeast: true });
-          yield chunk;
-        }
-        if (received < blob.size) {
-          if (resumes++ >= maxResumes) throw new SizeMismatchError(blob.size, received, { side: 'source', operation: 'GET blob' });
-        }
-      } catch (err) {
-        if (err instanceof OciRelayError || !isRetryableNetworkError(err) || resumes++ >= maxResumes) throw err;
-      }
+    try {
+      yield* source.blobChunks(blob, { from: start, signal: reading });
+    } catch (err) {
+      if (err instanceof OciRelayError) err.attachSide('source');
+      throw err;
     }
   };
   const slicer = new StreamSlicer(Readable.from(chunks(), { objectMode: false }));
@@ -299,9 +276,6 @@ function rangeReader(source: Repository, blob: { digest: string; size: number },
       const actual = hasher.digest();
       if (actual !== blob.digest) throw new DigestMismatchError(blob.digest, actual, { side: 'source', operation: 'GET blob' });
     },
-    destroy: () => {
-      stopped = true;
-      current?.destroy();
-    },
+    destroy: () => stop.abort(),
   };
 }
