@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { handleEventBridge, handleWebhook, ReplayCache, type IngressEnv } from '../lib/pipeline/ingress.js';
 import { parseEcrEvent } from '../lib/events/ecr.js';
 import { PARSERS } from '../lib/events/index.js';
-import type { ReplicationRequest } from '../lib/pipeline/messages.js';
+import { parseSyncMessage, serialise, type ReplicationRequest, type SyncMessage } from '../lib/pipeline/messages.js';
 import { createLogger, nullMetrics } from '../lib/pipeline/telemetry.js';
 import { parseConfig, resolveSecret } from '../lib/rules/config.js';
 import { requestsFor, expandDestination, globMatches } from '../lib/rules/match.js';
@@ -386,11 +386,30 @@ describe('EventBridge', () => {
     assert.equal(submitted[0]?.source, 'a.example/x:1');
   });
 
-  test('a schedule without requests runs the sync of the rules', async () => {
-    let called: readonly string[] | undefined | 'none' = 'none';
-    const { env } = setup({ sync: async (rules) => ((called = rules), { copy: 0 }) });
-    await handleEventBridge({ source: 'ocirelay.schedule', detail: { rules: ['team'] } }, env);
-    assert.deepEqual(called, ['team']);
+  test('a schedule without requests hands one sync message per rule to fan-out, and lists nothing itself', async () => {
+    const messages: SyncMessage[] = [];
+    const { env, lines } = setup({ submitSync: async (m) => void messages.push(parseSyncMessage(serialise(m))) });
+    const all = await handleEventBridge({ id: 'ev-1', source: 'ocirelay.schedule', 'detail-type': 'Scheduled Sync', detail: {} }, env);
+    assert.deepEqual(all, { run: 'schedule/ev-1', rules: 2 });
+    assert.deepEqual(messages, [
+      { v: 1, type: 'sync', id: 'schedule/ev-1', rule: { index: 0, name: 'team' } },
+      { v: 1, type: 'sync', id: 'schedule/ev-1', rule: { index: 1, name: 'ecr' } },
+    ]);
+    messages.length = 0;
+    // By name or by index; names that match no rule are reported.
+    const some = await handleEventBridge({ id: 'ev-2', source: 'ocirelay.schedule', detail: { rules: ['1', 'nope'] } }, env);
+    assert.deepEqual(some, { run: 'schedule/ev-2', rules: 1, unknownRules: ['nope'] });
+    assert.deepEqual(messages.map((m) => m.rule), [{ index: 1, name: 'ecr' }]);
+    assert.ok(lines.some((l) => l.includes('the schedule names rules the configuration does not have') && l.includes('nope')));
+  });
+
+  test('a schedule whose sync cannot be handed over fails the invocation (Lambda retries the event) after trying every rule', async () => {
+    const tried: number[] = [];
+    const { env } = setup({ submitSync: async (m) => { tried.push(m.rule.index); if (m.rule.index === 0) throw new Error('invoke failed'); } });
+    await assert.rejects(handleEventBridge({ id: 'ev-3', source: 'ocirelay.schedule', detail: {} }, env), /scheduled sync schedule\/ev-3: the sync of rules team could not be handed to fan-out/);
+    assert.deepEqual(tried, [0, 1]);
+    const { env: without } = setup();
+    assert.deepEqual(await handleEventBridge({ source: 'ocirelay.schedule', detail: {} }, without), { error: 'this runtime has no sync' });
   });
 });
 

@@ -31,6 +31,7 @@ import {
   pushTestIndex,
   readBody,
   queueDepth,
+  receiveAllBodies,
   receiveRecords,
   skopeo,
   startHttpServer,
@@ -121,14 +122,7 @@ function request(source: string, target: string, extra: Partial<ReplicationReque
   return { v: PROTOCOL_VERSION, type: 'replicate', id: `test-${Math.random().toString(36).slice(2)}`, source, target, mode: 'prefer-multiarch', platforms: [], annotations: {}, referrers: false, includeForeignLayers: false, ...extra };
 }
 
-async function dlqBodies(url: string): Promise<string[]> {
-  const out: string[] = [];
-  for (;;) {
-    const records = await receiveRecords(sqs.client, { url, arn: '' }, { max: 10, waitSeconds: 0, visibilityTimeout: 60 });
-    if (!records.length) return out;
-    out.push(...records.map((r) => r.body));
-  }
-}
+const dlqBodies = (url: string): Promise<string[]> => receiveAllBodies(sqs.client, url);
 
 let index: { digest: string; bytes: Buffer };
 

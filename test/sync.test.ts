@@ -150,6 +150,39 @@ describe('ocirelay sync', () => {
     }
   });
 
+  test('repository names a catalog lists that break the grammar are reported, never asked for; a next page elsewhere is refused', async () => {
+    const seen: string[] = [];
+    const hostile = await startHttpServer((req, res) => {
+      seen.push(`${req.method} ${req.url}`);
+      if (req.url?.startsWith('/v2/_catalog')) {
+        // The next page names another host: never followed.
+        res.writeHead(200, { 'content-type': 'application/json', link: '<http://169.254.169.254/v2/_catalog?last=x>; rel="next"' });
+        res.end(JSON.stringify({ repositories: ['team/app', 'team/../../etc', `team/${'a'.repeat(300)}`, 'team/Upper'] }));
+        return;
+      }
+      if (req.url?.startsWith('/v2/team/app/tags/list')) {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ name: 'team/app', tags: [] }));
+        return;
+      }
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"errors":[{"code":"NAME_UNKNOWN","message":"unknown"}]}');
+    });
+    const pool = new RegistryPool();
+    try {
+      const summary = await syncRules(parseConfig(JSON.stringify({ rules: [{ from: `${hostile.host}/team`, to: `${dst.host}/mirror/hostile-catalog` }] })), { registries: pool, submit: async () => undefined });
+      const reasons = summary.items.filter((i) => i.status === 'failed').map((i) => i.reason ?? '');
+      assert.equal(reasons.filter((r) => /which is not a valid repository name$/.test(r)).length, 3, reasons.join('\n'));
+      assert.ok(reasons.some((r) => /^listing repositories: .*the next page .* is not the catalog of/.test(r)), reasons.join('\n'));
+      assert.ok(reasons.every((r) => r.length < 400), 'a 300-character name is not echoed whole');
+      assert.deepEqual(seen.filter((l) => !l.startsWith('GET /v2/_catalog')), ['GET /v2/team/app/tags/list?n=1000'], 'only the valid repository was asked for');
+      // A cursor (from a sync message) can only name this registry's own catalog.
+      await assert.rejects(pool.get(hostile.host).catalogPage({ next: 'http://169.254.169.254/v2/_catalog' }), /does not name the catalog of/);
+      await assert.rejects(pool.get(hostile.host).catalogPage({ next: '/v2/team/app/tags/list' }), /does not name the catalog of/);
+    } finally {
+      await pool.close();
+      await hostile.stop();
+    }
+  });
+
   test('selectTags: latest by semver, then by name; semver ignores tags that name no version', () => {
     const rule = parseConfig(JSON.stringify({ rules: [{ from: 'a.example/x', to: 'b.example/x', tags: { latest: 3 } }] })).rules[0]!;
     assert.deepEqual(selectTags(rule, ['1.2', 'v1.10.0', '1.9.1', 'latest', 'v2.0.0-rc1']), ['v2.0.0-rc1', 'v1.10.0', '1.9.1']);

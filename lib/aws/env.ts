@@ -14,8 +14,7 @@ import { PARSERS } from '../events/index.js';
 import { chainCredentials } from '../oci/credentials.js';
 import type { IngressEnv } from '../pipeline/ingress.js';
 import { ReplayCache } from '../pipeline/ingress.js';
-import { serialise, type ReplicationRequest } from '../pipeline/messages.js';
-import { syncRules } from '../rules/sync.js';
+import { serialise } from '../pipeline/messages.js';
 import { namedHosts } from '../rules/match.js';
 import { destinationPolicy } from '../oci/destination.js';
 import type { PipelineEnv } from '../pipeline/stages.js';
@@ -88,6 +87,8 @@ export function awsPipelineEnv(env: NodeJS.ProcessEnv = process.env): PipelineEn
     logger: createLogger({ level: (env.LOG_LEVEL as LogLevel | undefined) ?? 'info' }),
     metrics: createMetrics({ namespace: env.METRICS_NAMESPACE ?? 'ocirelay' }),
     locations: new BlobLocations(),
+    // The rules: fan-out runs the steps of the scheduled sync with them.
+    ...(config ? { config } : {}),
     ...(env.ECR_CREATE_REPOSITORIES === 'true' ? { ensureRepository: ecrRepositoryCreator() } : {}),
   };
   return pipeline;
@@ -111,18 +112,12 @@ export function awsIngressEnv(env: NodeJS.ProcessEnv = process.env): Promise<Ing
     }
     const fanout = new LambdaInvoker(new LambdaClient({}), required(env, 'FANOUT_FUNCTION_NAME'));
     const logger = createLogger({ level: (env.LOG_LEVEL as LogLevel | undefined) ?? 'info' });
-    const submit = (request: ReplicationRequest): Promise<void> => fanout.invokeAsync(serialise(request));
-    const registries = awsRegistryPool(env, config);
     return {
       config,
       secrets,
-      submit,
-      // The schedule's bulk migration: list, filter, compare, and hand only what differs to fan-out.
-      sync: async (rules) => {
-        const summary = await syncRules(config, { registries, submit, ...(rules ? { rules } : {}), idPrefix: 'schedule' });
-        logger.info('scheduled sync', { copy: summary.copy, present: summary.present, filtered: summary.filtered, failed: summary.failed, failures: summary.items.filter((i) => i.status === 'failed').slice(0, 20) });
-        return { copy: summary.copy, present: summary.present, filtered: summary.filtered, failed: summary.failed };
-      },
+      submit: (request) => fanout.invokeAsync(serialise(request)),
+      // The schedule: one sync message per rule; fan-out lists and compares, step by step.
+      submitSync: (message) => fanout.invokeAsync(serialise(message)),
       parsers: PARSERS,
       ecrParser: parseEcrEvent,
       logger,

@@ -42,8 +42,8 @@ export async function exportStore(config: Config): Promise<ArchiveStore> {
   return new S3ArchiveStore();
 }
 
-export function embeddedPipeline(registries: RegistryPool, store: ArchiveStore, logger: Logger): EmbeddedPipeline {
-  return new EmbeddedPipeline({ registries, store, logger });
+export function embeddedPipeline(registries: RegistryPool, store: ArchiveStore, logger: Logger, config?: Config): EmbeddedPipeline {
+  return new EmbeddedPipeline({ registries, store, logger, ...(config ? { config } : {}) });
 }
 
 export async function webhookSecrets(config: Config, env: NodeJS.ProcessEnv = process.env): Promise<Map<string, { token?: string; secret?: string }>> {

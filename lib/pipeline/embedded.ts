@@ -1,7 +1,7 @@
 /**
  * The embedded runtime: the serverless pipeline in one process. The very same handlers as the
- * Lambda functions (createFanoutHandler, createWorkerHandler, createExportHandler) run over the
- * in-memory ports, fed the same serialised messages and SQS-shaped events, so what works here
+ * Lambda functions (createFanoutHandler, which also runs the steps of a scheduled sync,
+ * createWorkerHandler, createExportHandler) run over the in-memory ports, fed the same serialised messages and SQS-shaped events, so what works here
  * works in AWS. Consumers poll the in-memory queues like Lambda's event source mappings do:
  * batches, partial batch failures, redelivery after the visibility timeout, dead letters after
  * maxReceiveCount.
@@ -12,7 +12,8 @@ import type { ArchiveStore } from '../ports/archive-store.js';
 import { InProcessInvoker } from '../ports/invoker.js';
 import { InMemoryQueue, type Delivery } from '../ports/queue.js';
 import { createExportHandler, createFanoutHandler, createWorkerHandler, type LambdaContext, type SqsBatchResponse, type SqsEvent } from './handlers.js';
-import { serialise, type ReplicationRequest } from './messages.js';
+import { serialise, type ReplicationRequest, type SyncMessage } from './messages.js';
+import type { Config } from '../rules/config.js';
 import type { PipelineEnv } from './stages.js';
 import { nullMetrics, silentLogger, type Logger, type Metrics } from './telemetry.js';
 
@@ -37,6 +38,14 @@ export interface EmbeddedOptions {
   commitGiveUpAfterMs?: number;
   /** Time budget of one task invocation. Default 15 minutes, as a Lambda's. */
   invocationMs?: number;
+  /** The rules: what the steps of a scheduled sync (sync messages) read. */
+  config?: Config;
+  /**
+   * Fan-out invocations running at once (Lambda: the function's reserved concurrency); more wait
+   * their turn. Default 16: a sync hands on a step per repository, and each step runs up to 16
+   * registry requests.
+   */
+  fanoutConcurrency?: number;
   /** Environment overrides (thresholds, chunk sizes) for the stages. */
   env?: Partial<PipelineEnv>;
 }
@@ -61,7 +70,7 @@ export class EmbeddedPipeline {
     const fanoutHandler = createFanoutHandler(() => this.env);
     // The same handler as the Lambda function: an invalid request goes to `failedRequests` (here
     // the dead-letter queue) at once; other failures are retried and end in `fanout.failures`.
-    this.fanout = new InProcessInvoker(async (payload) => fanoutHandler(parseOrRaw(payload), { awsRequestId: `embedded-fanout-${Date.now()}` }));
+    this.fanout = new InProcessInvoker(async (payload) => fanoutHandler(parseOrRaw(payload), { awsRequestId: `embedded-fanout-${Date.now()}` }), 3, options.fanoutConcurrency ?? 16);
     this.env = {
       registries: options.registries,
       store: options.store,
@@ -73,6 +82,7 @@ export class EmbeddedPipeline {
       logger: options.logger ?? silentLogger,
       metrics: options.metrics ?? nullMetrics(),
       locations: new BlobLocations(),
+      ...(options.config ? { config: options.config } : {}),
       // Commits wait out of the way until a task of their request completes (expedite, below),
       // rather than being tried at once and found not ready while their blobs are in flight.
       commitDelaySeconds: 2,
@@ -86,6 +96,14 @@ export class EmbeddedPipeline {
   /** Hands a request to fan-out (asynchronously, as ingress does). */
   async submit(request: ReplicationRequest): Promise<void> {
     await this.fanout.invokeAsync(serialise(request));
+  }
+
+  /**
+   * Hands the first step of a rule's sync to fan-out (as ingress does for the schedule); fan-out
+   * hands on the steps that follow, as in AWS (lib/pipeline/sync.ts).
+   */
+  async submitSync(message: SyncMessage): Promise<void> {
+    await this.fanout.invokeAsync(serialise(message));
   }
 
   /**

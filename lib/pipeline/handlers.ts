@@ -17,8 +17,9 @@
  */
 import pLimit from 'p-limit';
 import { ErrorCodes, errorMessage, OciRelayError, RegistryError } from '../errors.js';
-import { InvalidMessageError, parseRequest, parseTask, serialise, type Task } from './messages.js';
+import { InvalidMessageError, parseFanoutMessage, parseTask, serialise, type Task } from './messages.js';
 import { fanOut, NotReadyError, runBlobTask, runCommitTask, runExportTask, runImageTask, type PipelineEnv } from './stages.js';
+import { runSyncStep, type SyncStepResult } from './sync.js';
 import { errorFields, type Logger } from './telemetry.js';
 
 /** The parts of the SQS event Lambda delivers that ocirelay reads. */
@@ -248,36 +249,57 @@ export function failedRequestRecord(event: unknown, reason: string, context: Lam
 }
 
 /**
- * Fan-out, invoked asynchronously with a replication request. An invalid request cannot succeed
- * on a retry: it is logged and sent at once to the failed-requests queue (`env.failedRequests`,
- * which is also where Lambda puts invocations that failed after their retries), in the same
- * record shape; should that send fail, or no queue be set, it is thrown like any failure, and
- * Lambda's retries end in the same queue. Any other failure is thrown, so that Lambda retries the
+ * Fan-out, invoked asynchronously with a replication request, or with a step of a scheduled sync
+ * (`type: "sync"`, lib/pipeline/sync.ts). An invalid message cannot succeed on a retry: it is
+ * logged and sent at once to the failed-requests queue (`env.failedRequests`, which is also where
+ * Lambda puts invocations that failed after their retries), in the same record shape; so is a
+ * sync step whose rule is no longer in the configuration or whose repository the rule does not
+ * select. Should that send fail, or no queue be set, it is thrown like any failure, and Lambda's
+ * retries end in the same queue. Any other failure is thrown, so that Lambda retries the
  * invocation and finally sends it to the on-failure destination. The embedded runtime runs this
  * same handler with its dead-letter queue as the failed-requests queue.
  */
-export function createFanoutHandler(getEnv: EnvSource): (event: unknown, context?: LambdaContext) => Promise<{ status: 'planned' | 'invalid'; digest?: string; noop?: boolean; reason?: string }> {
+export function createFanoutHandler(getEnv: EnvSource): (event: unknown, context?: LambdaContext) => Promise<{ status: 'planned' | 'synced' | 'invalid'; digest?: string; noop?: boolean; reason?: string } & Partial<SyncStepResult>> {
   return async (event, context = {}) => {
     const env = await getEnv();
     const log = env.logger.child({ awsRequestId: context.awsRequestId, task: 'fanout' });
-    let request;
-    try {
-      request = parseRequest(typeof event === 'string' ? event : event);
-    } catch (err) {
+    const isSync = typeof event === 'object' && event !== null && (event as { type?: unknown }).type === 'sync';
+    const what = isSync ? 'sync message' : 'replication request';
+    const invalid = async (err: unknown): Promise<{ status: 'invalid'; reason: string }> => {
       const reason = errorMessage(err);
       env.metrics.add('InvalidMessages');
       try {
         if (!env.failedRequests) throw new OciRelayError(ErrorCodes.Config, 'no failed-requests queue is configured');
         await env.failedRequests.send([failedRequestRecord(event, reason, context, (env.now ?? Date.now)())]);
       } catch (sendError) {
-        log.error('invalid replication request; it could not be sent to the failed-requests queue, so it is thrown', { reason, ...errorFields(sendError) });
+        log.error(`invalid ${what}; it could not be sent to the failed-requests queue, so it is thrown`, { reason, ...errorFields(sendError) });
         throw new InvalidMessageError(`${reason.replace(/^invalid message: /, '')} (and the failed-requests queue refused it: ${errorMessage(sendError)})`);
       } finally {
         env.metrics.flush();
       }
-      log.error('invalid replication request sent to the failed-requests queue', { reason });
+      log.error(`invalid ${what} sent to the failed-requests queue`, { reason });
       return { status: 'invalid', reason };
+    };
+    let message;
+    try {
+      message = parseFanoutMessage(event);
+    } catch (err) {
+      return invalid(err);
     }
+    if (message.type === 'sync') {
+      const syncLog = log.child({ task: 'sync', requestId: message.id, rule: message.rule.name ?? message.rule.index, ...(message.repository ? { repository: message.repository } : { page: message.page ?? 1 }) });
+      try {
+        return { status: 'synced', ...(await runSyncStep(message, { ...env, logger: syncLog })) };
+      } catch (err) {
+        if (err instanceof InvalidMessageError) return await invalid(err);
+        env.metrics.add('TaskFailures');
+        syncLog.error('sync step failed', errorFields(err));
+        throw err;
+      } finally {
+        env.metrics.flush();
+      }
+    }
+    const request = message;
     const requestLog = log.child({ requestId: request.id, image: request.source, target: request.target });
     try {
       const result = await fanOut(request, { ...env, logger: requestLog });

@@ -13,12 +13,12 @@
  *    one image (an index and its children) becomes one request.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import { errorMessage } from '../errors.js';
+import { ErrorCodes, errorMessage, OciRelayError } from '../errors.js';
 import { parseDistribution } from '../events/distribution.js';
 import { PayloadError, type DeliveryParser, type PushEvent } from '../events/types.js';
 import type { Config, Webhook } from '../rules/config.js';
-import { requestsFor } from '../rules/match.js';
-import { parseRequest, type ReplicationRequest } from './messages.js';
+import { requestsFor, ruleSyncMessages } from '../rules/match.js';
+import { parseRequest, type ReplicationRequest, type SyncMessage } from './messages.js';
 import { errorFields, type Logger, type Metrics } from './telemetry.js';
 
 export interface HttpRequest {
@@ -45,8 +45,11 @@ export interface IngressEnv {
   parsers?: Partial<Record<Webhook['kind'], DeliveryParser>>;
   /** Parser for ECR's EventBridge events. */
   ecrParser?: (event: unknown) => PushEvent[];
-  /** Scheduled bulk migration (sync of the rules); absent when the runtime does not support it. */
-  sync?: (ruleNames?: readonly string[]) => Promise<Record<string, unknown>>;
+  /**
+   * Hands the first step of a rule's scheduled sync to fan-out (lib/pipeline/sync.ts); absent
+   * when the runtime does not support it.
+   */
+  submitSync?: (message: SyncMessage) => Promise<void>;
   logger: Logger;
   metrics: Metrics;
   /** Largest body accepted. Default 1 MiB (registries' notifications are a few KiB). */
@@ -224,8 +227,8 @@ export async function handleEventBridge(event: { source?: unknown; 'detail-type'
       if (invalid.length) env.logger.warn('scheduled requests refused', { invalid });
       return { accepted, invalid: invalid.length };
     }
-    if (!env.sync) return { error: 'this runtime has no sync' };
-    return env.sync(Array.isArray(detail.rules) ? detail.rules : undefined);
+    if (!env.submitSync) return { error: 'this runtime has no sync' };
+    return startSync(env, env.submitSync, `schedule/${typeof event.id === 'string' && event.id ? event.id.slice(0, 100) : (env.now?.() ?? Date.now())}`, Array.isArray(detail.rules) ? detail.rules.filter((r): r is string => typeof r === 'string') : undefined);
   }
   if (event.source === 'aws.ecr' && event['detail-type'] === 'ECR Image Action') {
     const events = env.ecrParser?.(event) ?? [];
@@ -234,6 +237,29 @@ export async function handleEventBridge(event: { source?: unknown; 'detail-type'
   }
   env.logger.warn('unknown EventBridge event ignored', { source: typeof event.source === 'string' ? event.source : undefined });
   return { ignored: 1 };
+}
+
+/**
+ * The schedule: one sync message per rule it names (every rule without `rules`), handed to
+ * fan-out, which lists and compares in steps of its own (lib/pipeline/sync.ts); ingress lists
+ * nothing. Should a hand-over fail, the invocation fails once all were tried, and Lambda retries
+ * the event (a rule handed over twice is compared twice: idempotent).
+ */
+async function startSync(env: IngressEnv, submit: (message: SyncMessage) => Promise<void>, runId: string, names: readonly string[] | undefined): Promise<Record<string, unknown>> {
+  const { messages, unknown } = ruleSyncMessages(env.config, runId, names);
+  if (unknown.length) env.logger.warn('the schedule names rules the configuration does not have', { unknown });
+  const failed: string[] = [];
+  for (const message of messages) {
+    try {
+      await submit(message);
+    } catch (err) {
+      failed.push(message.rule.name ?? String(message.rule.index));
+      env.logger.error('could not hand the sync of a rule to fan-out', { rule: message.rule.name ?? message.rule.index, ...errorFields(err) });
+    }
+  }
+  if (failed.length) throw new OciRelayError(ErrorCodes.Network, `scheduled sync ${runId}: the sync of rules ${failed.join(', ')} could not be handed to fan-out`, { retryable: true });
+  env.logger.info('scheduled sync started', { run: runId, rules: messages.map((m) => m.rule.name ?? m.rule.index), ...(unknown.length ? { unknown } : {}) });
+  return { run: runId, rules: messages.length, ...(unknown.length ? { unknownRules: unknown } : {}) };
 }
 
 /** A Lambda function URL event (payload format 2.0), the part ingress reads. */

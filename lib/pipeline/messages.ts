@@ -1,8 +1,9 @@
 /**
  * The task protocol: versioned, validated JSON messages between ingress, fan-out, workers and
- * export. Every message is small (well under the queue's MaximumMessageSize): manifests travel
- * by digest and are re-read from the source, or re-derived by re-running the (deterministic)
- * planner; only small rewritten manifests travel inline.
+ * export, and the steps of a scheduled sync, which fan-out hands to itself. Every message is
+ * small (well under the queue's MaximumMessageSize): manifests travel by digest and are re-read
+ * from the source, or re-derived by re-running the (deterministic) planner; only small rewritten
+ * manifests travel inline.
  *
  * Version 1. A message with another `v`, an unknown `type` or a bad field is rejected with a
  * reason (the worker sends it to the dead-letter queue instead of retrying it).
@@ -10,7 +11,7 @@
 import { z } from 'zod';
 import { isDigest } from '../digest.js';
 import { ErrorCodes, OciRelayError } from '../errors.js';
-import { parseReference } from '../ref/index.js';
+import { isValidRepositoryPath, isValidTag, parseReference } from '../ref/index.js';
 
 export const PROTOCOL_VERSION = 1 as const;
 
@@ -173,6 +174,45 @@ export const ExportTaskSchema = z
   })
   .strict();
 
+/** Tags one repository step of a sync compares at most; more are handed on in batches of this size. */
+export const MAX_SYNC_TAGS = 100;
+
+/** Catalog pages one rule's sync may take (a loop in a registry's pagination ends here). */
+export const MAX_SYNC_PAGES = 100_000;
+
+/**
+ * One step of a scheduled sync (docs/RULES.md), handled by fan-out, which hands each next step
+ * to itself as a message of its own:
+ * - without `repository`: one page of a rule's repositories (the catalog from `cursor`, or from
+ *   the start); each repository the rule selects becomes a repository step, the next page a
+ *   step of its own;
+ * - with `repository`: its tags are listed, filtered and compared with the target, and what
+ *   differs is requested (a replication request per tag); with `tags`, exactly these (selected
+ *   by an earlier listing of a repository with more than MAX_SYNC_TAGS) are compared.
+ * The rule is named by its place in the configuration and its name, both checked: the hosts and
+ * filters come from the configuration, never from the message.
+ */
+export const SyncMessageSchema = z
+  .object({
+    v: z.literal(PROTOCOL_VERSION),
+    type: z.literal('sync'),
+    /** The run (the schedule's event); the replication requests it makes are named after it. */
+    id: z.string().min(1).max(200),
+    rule: z.object({ index: z.number().int().nonnegative().max(9_999), name: z.string().min(1).max(100).optional() }).strict(),
+    repository: z.string().refine(isValidRepositoryPath, 'is not a repository path').optional(),
+    /** Rule step: the catalog page to list (from the registry's Link header), absent for the first. */
+    cursor: z.string().min(1).max(2048).optional(),
+    /** Rule step: which page this is (1 for the first). */
+    page: z.number().int().positive().max(MAX_SYNC_PAGES).optional(),
+    /** Repository step: compare exactly these tags. */
+    tags: z.array(z.string().refine(isValidTag, 'is not a tag')).min(1).max(MAX_SYNC_TAGS).optional(),
+  })
+  .strict()
+  .superRefine((m, ctx) => {
+    if (m.repository === undefined && m.tags) ctx.addIssue({ code: 'custom', path: ['tags'], message: 'is only for a repository step' });
+    if (m.repository !== undefined && (m.cursor !== undefined || m.page !== undefined)) ctx.addIssue({ code: 'custom', path: [m.cursor !== undefined ? 'cursor' : 'page'], message: 'is only for a rule step' });
+  });
+
 export const TaskSchema = z.discriminatedUnion('type', [ImageTaskSchema, BlobTaskSchema, CommitTaskSchema, ExportTaskSchema]);
 
 export type ReplicationRequest = z.infer<typeof ReplicationRequestSchema>;
@@ -184,6 +224,7 @@ export type CommitTask = z.infer<typeof CommitTaskSchema>;
 export type ExportTask = z.infer<typeof ExportTaskSchema>;
 export type ExportSpec = z.infer<typeof ExportSpecSchema>;
 export type Task = z.infer<typeof TaskSchema>;
+export type SyncMessage = z.infer<typeof SyncMessageSchema>;
 
 export class InvalidMessageError extends OciRelayError {
   constructor(reason: string) {
@@ -224,8 +265,26 @@ export function parseRequest(input: unknown): ReplicationRequest {
   return parseWith(ReplicationRequestSchema, input, 'replication request');
 }
 
+export function parseSyncMessage(input: unknown): SyncMessage {
+  return parseWith(SyncMessageSchema, input, 'sync message');
+}
+
+/** What fan-out is invoked with: a replication request, or a step of a sync (`type: "sync"`). */
+export function parseFanoutMessage(input: unknown): ReplicationRequest | SyncMessage {
+  let value = input;
+  if (typeof input === 'string') {
+    try {
+      value = JSON.parse(input);
+    } catch {
+      // parseRequest says why.
+    }
+  }
+  const isSync = typeof value === 'object' && value !== null && (value as { type?: unknown }).type === 'sync';
+  return isSync ? parseSyncMessage(input) : parseRequest(input);
+}
+
 /** Serialises a message, refusing one over MAX_MESSAGE_BYTES (a bug, never user input). */
-export function serialise(message: Task | ReplicationRequest): string {
+export function serialise(message: Task | ReplicationRequest | SyncMessage): string {
   const body = JSON.stringify(message);
   if (Buffer.byteLength(body) > MAX_MESSAGE_BYTES) {
     throw new OciRelayError(ErrorCodes.InvalidMessage, `a ${message.type} message of ${Buffer.byteLength(body)} bytes exceeds the ${MAX_MESSAGE_BYTES}-byte limit`);

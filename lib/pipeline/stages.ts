@@ -42,6 +42,7 @@ import {
   type RequestRef,
 } from './messages.js';
 import type { Logger, Metrics } from './telemetry.js';
+import type { Config } from '../rules/config.js';
 
 export interface PipelineEnv {
   registries: RegistryPool;
@@ -85,6 +86,14 @@ export interface PipelineEnv {
    * commit as soon as a task of its request completes.
    */
   commitDelaySeconds?: number;
+  /** The rules (OCIRELAY_CONFIG): what the steps of a scheduled sync read; absent, sync messages fail. */
+  config?: Config;
+  /** Repositories per catalog page, and tags per tag-list page, of a sync step. Default 1000. */
+  syncPageSize?: number;
+  /** Tags one repository step compares at most before it hands them on in batches. Default (and at most) MAX_SYNC_TAGS. */
+  syncTagsPerMessage?: number;
+  /** Registry requests (and invocations) at once in one sync step. Default 16. */
+  syncConcurrency?: number;
   /** Registries whose chunked upload is broken (ECR): monolithic PUT only. */
   monolithicOnly?: (registry: string) => boolean;
   /** Creates a missing target repository before the first push (ECR). */

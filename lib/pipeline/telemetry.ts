@@ -49,7 +49,7 @@ export function errorFields(err: unknown): Record<string, unknown> {
   return { error: String(err) };
 }
 
-export type MetricName = 'BlobsCopied' | 'BlobsSkipped' | 'BlobsMounted' | 'BytesCopied' | 'ManifestsCommitted' | 'CommitsNotReady' | 'TaskFailures' | 'InvalidMessages' | 'Exports' | 'ExportBytes' | 'RequestsAccepted' | 'RequestsIgnored';
+export type MetricName = 'BlobsCopied' | 'BlobsSkipped' | 'BlobsMounted' | 'BytesCopied' | 'ManifestsCommitted' | 'CommitsNotReady' | 'TaskFailures' | 'InvalidMessages' | 'Exports' | 'ExportBytes' | 'RequestsAccepted' | 'RequestsIgnored' | 'SyncSteps' | 'SyncRequested' | 'SyncPresent' | 'SyncFiltered' | 'SyncFailures';
 
 const UNITS: Record<MetricName, 'Count' | 'Bytes'> = {
   BlobsCopied: 'Count',
@@ -64,6 +64,11 @@ const UNITS: Record<MetricName, 'Count' | 'Bytes'> = {
   ExportBytes: 'Bytes',
   RequestsAccepted: 'Count',
   RequestsIgnored: 'Count',
+  SyncSteps: 'Count',
+  SyncRequested: 'Count',
+  SyncPresent: 'Count',
+  SyncFiltered: 'Count',
+  SyncFailures: 'Count',
 };
 
 export interface Metrics {

@@ -4,6 +4,7 @@
  * on-failure destination, a dead-letter queue). In the embedded runtime, a call in the same
  * process whose failures are kept as dead letters the same way.
  */
+import pLimit from 'p-limit';
 
 export interface Invoker {
   /** Hands `payload` (a serialised request) to fan-out without waiting for it to finish. */
@@ -13,15 +14,23 @@ export interface Invoker {
 export class InProcessInvoker implements Invoker {
   readonly failures: Array<{ payload: string; error: unknown }> = [];
   private readonly pending = new Set<Promise<void>>();
+  private readonly limit: <T>(fn: () => Promise<T>) => Promise<T>;
 
-  /** `attempts` mirrors Lambda's async retries (1 + 2). */
+  /**
+   * `attempts` mirrors Lambda's async retries (1 + 2); `concurrency`, a function's reserved
+   * concurrency: invocations beyond it wait their turn (as Lambda holds throttled asynchronous
+   * events in its queue). Default: no limit.
+   */
   constructor(
     private readonly target: (payload: string) => Promise<unknown>,
     private readonly attempts = 3,
-  ) {}
+    concurrency = Infinity,
+  ) {
+    this.limit = Number.isFinite(concurrency) ? pLimit(concurrency) : (fn) => fn();
+  }
 
   async invokeAsync(payload: string): Promise<void> {
-    const run = (async () => {
+    const run = this.limit(async () => {
       for (let attempt = 1; ; attempt++) {
         try {
           await this.target(payload);
@@ -33,7 +42,7 @@ export class InProcessInvoker implements Invoker {
           }
         }
       }
-    })();
+    });
     this.pending.add(run);
     void run.finally(() => this.pending.delete(run));
   }

@@ -205,6 +205,15 @@ export function isValidTag(tag: string): boolean {
   return typeof tag === 'string' && TAG.test(tag);
 }
 
+/**
+ * True when `path` is a repository path as a registry names it (`team/app`: regexp.go `path`,
+ * at most 255 characters), e.g. an entry of a catalog, which a registry's answer does not make
+ * trustworthy.
+ */
+export function isValidRepositoryPath(path: string): boolean {
+  return typeof path === 'string' && path.length > 0 && path.length <= NAME_TOTAL_LENGTH_MAX && path.split('/').every((c) => PATH_COMPONENT.test(c));
+}
+
 function checkInput(input: string): void {
   if (typeof input !== 'string') fail(String(input), 'reference', 'must be a string');
   if (input === '') fail(input, 'reference', 'is empty');

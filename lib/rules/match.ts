@@ -7,7 +7,7 @@
 import semver from 'semver';
 import { DOCKER_HUB_REGISTRY, parseRepository } from '../ref/index.js';
 import type { PushEvent } from '../events/types.js';
-import { PROTOCOL_VERSION, type ReplicationRequest } from '../pipeline/messages.js';
+import { PROTOCOL_VERSION, type ReplicationRequest, type SyncMessage } from '../pipeline/messages.js';
 import type { Config, Rule } from './config.js';
 
 export interface RuleEndpoints {
@@ -38,6 +38,26 @@ function rulePrefix(input: string): { registry: string; prefix: string } {
  */
 export function namedHosts(config: Config): string[] {
   return [...new Set([...config.rules.flatMap((rule) => [endpoints(rule).source.registry, endpoints(rule).target.registry]), ...config.trustedHosts])];
+}
+
+/** A rule as `--rule` and schedules name it: its name, or its place in the file (from 0). */
+export function ruleLabel(rule: Rule, index: number): string {
+  return rule.name ?? String(index);
+}
+
+/** The rules a sync runs, in file order: all of them, or those `names` names (by name or index). */
+export function selectRules(config: Config, names?: readonly string[]): Array<{ rule: Rule; index: number; label: string }> {
+  return config.rules.map((rule, index) => ({ rule, index, label: ruleLabel(rule, index) })).filter(({ rule, index }) => !names || (rule.name !== undefined && names.includes(rule.name)) || names.includes(String(index)));
+}
+
+/**
+ * The first step of a scheduled sync of each rule `names` names (every rule without it): one
+ * sync message per rule, for fan-out (lib/pipeline/sync.ts); and the names that match no rule.
+ */
+export function ruleSyncMessages(config: Config, runId: string, names?: readonly string[]): { messages: SyncMessage[]; unknown: string[] } {
+  const unknown = (names ?? []).filter((n) => !config.rules.some((rule, index) => rule.name === n || String(index) === n));
+  const messages = selectRules(config, names).map(({ rule, index }): SyncMessage => ({ v: PROTOCOL_VERSION, type: 'sync', id: runId, rule: { index, ...(rule.name ? { name: rule.name } : {}) } }));
+  return { messages, unknown };
 }
 
 /**

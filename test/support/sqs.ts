@@ -97,3 +97,13 @@ export async function queueDepth(client: SQSClient, url: string): Promise<number
   const a = (await client.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'] }))).Attributes ?? {};
   return Number(a.ApproximateNumberOfMessages ?? 0) + Number(a.ApproximateNumberOfMessagesNotVisible ?? 0) + Number(a.ApproximateNumberOfMessagesDelayed ?? 0);
 }
+
+/** Every message a queue holds now (a dead-letter or failed-requests queue), received and kept invisible for a minute. */
+export async function receiveAllBodies(client: SQSClient, url: string): Promise<string[]> {
+  const out: string[] = [];
+  for (;;) {
+    const records = await receiveRecords(client, { url, arn: '' }, { max: 10, waitSeconds: 0, visibilityTimeout: 60 });
+    if (!records.length) return out;
+    out.push(...records.map((r) => r.body));
+  }
+}

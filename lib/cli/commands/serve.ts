@@ -14,7 +14,6 @@ import { PARSERS } from '../../events/index.js';
 import { handleWebhook, ReplayCache, webhookLabel, type IngressEnv } from '../../pipeline/ingress.js';
 import type { ReplicationRequest } from '../../pipeline/messages.js';
 import { createLogger, createMetrics, errorFields } from '../../pipeline/telemetry.js';
-import { syncRules } from '../../rules/sync.js';
 import { parse, REGISTRY_OPTIONS, UsageError } from '../args.js';
 import { embeddedPipeline, exportStore, loadConfig, rulesPool, webhookSecrets } from '../runtime.js';
 
@@ -91,7 +90,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const logger = createLogger({ sink: (line) => process.stdout.write(`${line}\n`) });
   const secrets = await webhookSecrets(config);
   const pool = rulesPool(config);
-  const pipeline = embeddedPipeline(pool, await exportStore(config), logger);
+  const pipeline = embeddedPipeline(pool, await exportStore(config), logger, config);
 
   // Coalescing: the last request for a target within the window wins; one copy per burst.
   const pending = new Map<string, { request: ReplicationRequest; timer: NodeJS.Timeout }>();
@@ -116,7 +115,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
     metrics: createMetrics({ sink: () => undefined }),
     maxBodyBytes: maxBody,
     replays: new ReplayCache(),
-    sync: async (rules) => ({ ...(await syncRules(config, { registries: pool, submit, ...(rules ? { rules } : {}) })), items: undefined }),
+    // A schedule's sync runs as in AWS: steps of fan-out in the embedded pipeline.
+    submitSync: (message) => pipeline.submitSync(message),
   };
 
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
