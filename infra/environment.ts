@@ -5,8 +5,8 @@
  * | variable                        | ingress | fanout | worker | export |
  * | ------------------------------- | :-----: | :----: | :----: | :----: |
  * | OCIRELAY_CONFIG                 |    x    |   x    |   x    |   x    |
- * | REGISTRY_SECRETS                |    x    |   x    |   x    |   x    |
- * | ECR_CREATE_REPOSITORIES         |    x    |   x    |   x    |   x    |
+ * | REGISTRY_SECRETS                |         |   x    |   x    |   x    |
+ * | ECR_CREATE_REPOSITORIES         |         |   x    |   x    |   x    |
  * | LOG_LEVEL, METRICS_NAMESPACE    |    x    |   x    |   x    |   x    |
  * | FANOUT_FUNCTION_NAME            |    x    |   x    |   x    |   x    |
  * | WORK_QUEUE_URL                  |         |   x    |   x    |   x    |
@@ -16,17 +16,18 @@
  * | WORKER_TIME_BUDGET_MARGIN_MS    |         |        |   x    |   x    |
  * | EXPORT_BUCKET                   |         |   x    |   x    |   x    |
  *
- * The pipeline functions share one environment loader (lib/aws/env.ts `awsPipelineEnv`), which
- * requires the queue URLs and the fan-out function name in each of them, so every pipeline
- * function gets them; permissions do not follow the variables: export may not send to the work
- * queue. WORK_DLQ_URL is "the dead-letter queue of the
+ * Ingress talks to no registry (a schedule hands one sync message per rule to fan-out, which
+ * lists and compares), so it gets no registry settings. The pipeline functions share one
+ * environment loader (lib/aws/env.ts `awsPipelineEnv`), which requires the queue URLs and the
+ * fan-out function name in each of them, so every pipeline function gets them; permissions do
+ * not follow the variables: export may not send to the work queue. WORK_DLQ_URL is "the dead-letter queue of the
  * queue this function consumes" (invalid and permanently failed messages go there at once): the
  * work DLQ for the worker, the export DLQ for export.
  */
 import type { FunctionName } from './bundling.js';
 
 export const ENV = {
-  /** JSON: `{ rules, webhooks, insecureRegistries }` (lib/rules/config.ts), validated at synth and at cold start. */
+  /** JSON: `{ rules, webhooks, insecureRegistries }` (lib/rules/config.ts), validated at synth and at cold start; fan-out runs the scheduled sync's steps with its rules. */
   config: 'OCIRELAY_CONFIG',
   /** JSON: registry host -> Secrets Manager secret ARN or name. */
   registrySecrets: 'REGISTRY_SECRETS',
@@ -78,8 +79,6 @@ export interface EnvironmentInputs {
 export function functionEnvironment(fn: FunctionName, inputs: EnvironmentInputs): Record<string, string> {
   const common: Record<string, string> = {
     [ENV.config]: inputs.config,
-    [ENV.registrySecrets]: JSON.stringify(inputs.registrySecrets),
-    [ENV.ecrCreateRepositories]: String(inputs.ecrCreateRepositories),
     [ENV.logLevel]: inputs.logLevel,
     [ENV.metricsNamespace]: inputs.metricsNamespace,
     [ENV.fanoutFunctionName]: inputs.fanoutFunctionName,
@@ -89,6 +88,8 @@ export function functionEnvironment(fn: FunctionName, inputs: EnvironmentInputs)
   if (fn === 'ingress') return common;
   const pipeline: Record<string, string> = {
     ...common,
+    [ENV.registrySecrets]: JSON.stringify(inputs.registrySecrets),
+    [ENV.ecrCreateRepositories]: String(inputs.ecrCreateRepositories),
     [ENV.workQueueUrl]: inputs.workQueueUrl,
     [ENV.exportQueueUrl]: inputs.exportQueueUrl,
     [ENV.exportBucket]: inputs.exportBucket,

@@ -14,7 +14,8 @@
  *   SigV4 requests. Every request is authenticated in code before anything else is done (the
  *   webhook's bearer token or HMAC secret from the configuration, see lib/pipeline/ingress.ts),
  *   and registry hosts come from the matching rule, never from the payload. Ingress may do
- *   nothing but invoke fan-out and read the webhook secrets the configuration names. Set
+ *   nothing but invoke fan-out and read the webhook secrets the configuration names (it talks
+ *   to no registry: the scheduled sync is listed and compared by fan-out). Set
  *   `ingress.reservedConcurrentExecutions` to cap what the public URL can cost.
  * - IAM is least privilege: grants on the construct's own queues, bucket and functions; Secrets
  *   Manager reads only on the configured secrets; ECR actions only on the configured repository
@@ -103,13 +104,20 @@ export interface OciReplicatorProps {
   /** React to ECR "ECR Image Action" PUSH/SUCCESS events of this account and region. @default true */
   readonly ecrPushEvents?: boolean;
 
-  /** @default OCI_REPLICATOR_DEFAULTS.ingress (512 MB, 5 min: webhooks answer in well under a second; the scheduled sync lists and compares whole registries) */
+  /** @default OCI_REPLICATOR_DEFAULTS.ingress (512 MB, 30 s: webhooks answer in well under a second; a schedule hands one message per rule to fan-out) */
   readonly ingress?: FunctionSizing & {
     /** Caps the concurrency (and cost) the public function URL can cause. @default - unreserved */
     readonly reservedConcurrentExecutions?: number;
   };
   /** @default OCI_REPLICATOR_DEFAULTS.fanout (1024 MB, 2 min; asynchronous invocations retried twice, kept at most 1 hour) */
   readonly fanout?: FunctionSizing & {
+    /**
+     * Caps the fan-out invocations that run at once, and so the load a scheduled sync puts on the
+     * registries (each step runs up to 16 requests; a catalog page hands on a step per
+     * repository). Invocations beyond it are throttled and held by Lambda's asynchronous queue,
+     * retried for up to `maxEventAge`. @default - unreserved
+     */
+    readonly reservedConcurrentExecutions?: number;
     /** Lambda's retries of a failed asynchronous invocation (0-2) before the failed-requests queue. */
     readonly retryAttempts?: number;
     /** How long an asynchronous invocation may wait to run (1 min - 6 h). */
@@ -158,7 +166,9 @@ export interface OciReplicatorProps {
  * Every default, by name.
  *
  * Sizing: ingress authenticates, matches rules and invokes fan-out (512 MB for a quick cold
- * start); its 5 minutes are for the scheduled sync, which lists and compares whole registries. Fan-out reads an index and its manifests and enqueues tasks (2 min). Worker and
+ * start, 30 s); a schedule makes it hand one sync message per rule to fan-out. Fan-out reads an
+ * index and its manifests and enqueues tasks, or runs one step of a sync (a catalog page; one
+ * repository's tag list and at most 100 comparisons) (2 min). Worker and
  * export stream blobs: one vCPU (1769 MB) hashes and forwards several streams at network speed,
  * and the 15-minute maximum lets an ECR target (monolithic PUT: no chunked upload to continue
  * from) take a large layer in one invocation.
@@ -180,7 +190,7 @@ export const OCI_REPLICATOR_DEFAULTS = {
   schedule: 'rate(1 hour)',
   ecrPushEvents: true,
   ecrCreateRepositories: false,
-  ingress: { memorySize: 512, timeout: Duration.minutes(5) },
+  ingress: { memorySize: 512, timeout: Duration.seconds(30) },
   fanout: { memorySize: 1024, timeout: Duration.minutes(2), retryAttempts: 2, maxEventAge: Duration.hours(1) },
   worker: {
     memorySize: 1769,
@@ -231,7 +241,8 @@ export const ECR_CREATE_ACTIONS = ['ecr:DescribeRepositories', 'ecr:CreateReposi
  * The pipeline as one construct. Who may do what (everything else is denied):
  *
  * - ingress: invoke fan-out; read the webhook secrets the configuration names.
- * - fan-out: send to the work and export queues; invoke itself (referrers become sub-requests);
+ * - fan-out: send to the work and export queues; invoke itself (referrers become sub-requests,
+ *   a sync step hands on the next steps and the replication requests it finds);
  *   its failed invocations go to the failed-requests queue, where it sends invalid requests
  *   itself; ECR pull and push (the blobs it
  *   generates, e.g. a converted schema-1 config) and, with `ecrCreateRepositories`, describe and
@@ -296,6 +307,8 @@ export class OciReplicator extends Construct {
     }
     this.check(Number.isInteger(fanoutOpts.retryAttempts) && fanoutOpts.retryAttempts >= 0 && fanoutOpts.retryAttempts <= 2,
       `fanout.retryAttempts must be 0, 1 or 2 (got ${fanoutOpts.retryAttempts})`);
+    const fanoutReserved = fanoutOpts.reservedConcurrentExecutions;
+    this.check(fanoutReserved === undefined || (Number.isInteger(fanoutReserved) && fanoutReserved >= 1), `fanout.reservedConcurrentExecutions must be a whole number of at least 1 (got ${fanoutReserved})`);
     this.check(schedule === null || /^(rate|cron)\(.+\)$/.test(schedule), `schedule must be a rate(...) or cron(...) expression, or null (got ${String(schedule)})`);
     for (const [host, secret] of Object.entries(registrySecrets)) {
       this.check(host.length > 0 && secret.length > 0, `registrySecrets: empty host or secret (${JSON.stringify(host)})`);
@@ -373,12 +386,13 @@ export class OciReplicator extends Construct {
     });
     this.fanout = new ReplicatorFunction(this, 'Fanout', {
       name: 'fanout',
-      description: 'ocirelay fan-out: reads the source index, plans, enqueues image, blob, commit and export tasks',
+      description: 'ocirelay fan-out: plans requests into image, blob, commit and export tasks; runs the steps of the scheduled sync',
       functionName: fanoutName,
       memorySize: fanoutOpts.memorySize,
       timeout: fanoutOpts.timeout,
       logRetention,
       environment: environment('fanout'),
+      ...(fanoutOpts.reservedConcurrentExecutions === undefined ? {} : { reservedConcurrentExecutions: fanoutOpts.reservedConcurrentExecutions }),
     });
     this.worker = new ReplicatorFunction(this, 'Worker', {
       name: 'worker',
@@ -441,12 +455,13 @@ export class OciReplicator extends Construct {
       );
     }
 
-    // Registries: fan-out reads sources and targets and pushes the blobs it generates (a
-    // converted schema-1 config) and creates missing repositories; the worker reads and pushes;
-    // export reads; ingress reads (the scheduled sync lists catalogs and tags and compares digests).
+    // Registries: fan-out reads sources and targets (the scheduled sync's steps list catalogs
+    // and tags and compare digests), pushes the blobs it generates (a converted schema-1 config)
+    // and creates missing repositories; the worker reads and pushes; export reads. Ingress talks
+    // to no registry.
     const repositoryArns = props.ecrRepositoryArns?.length ? [...props.ecrRepositoryArns] : [stack.formatArn({ service: 'ecr', resource: 'repository', resourceName: '*' })];
     const registrySecretArns = [...new Set(Object.values(registrySecrets).map((s) => this.secretArn(s)))];
-    for (const fn of [this.ingress, this.fanout, this.worker, this.exporter]) {
+    for (const fn of [this.fanout, this.worker, this.exporter]) {
       if (registrySecretArns.length) this.grantSecrets(fn, 'ReadRegistrySecrets', registrySecretArns, props.secretKeys);
       // Account-level by AWS's design: GetAuthorizationToken has no resource type.
       fn.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'EcrAuthorizationToken', actions: ['ecr:GetAuthorizationToken'], resources: ['*'] }));

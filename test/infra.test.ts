@@ -222,7 +222,7 @@ describe('functions', () => {
 
   test('memory and timeout defaults', () => {
     const expect: Array<[ReplicatorFunction, number, number]> = [
-      [replicator.ingress, 512, 300],
+      [replicator.ingress, 512, 30],
       [replicator.fanout, 1024, 120],
       [replicator.worker, 1769, 900],
       [replicator.exporter, 1769, 900],
@@ -240,15 +240,15 @@ describe('functions', () => {
     assert.match(fanoutName, /^[A-Za-z0-9_-]{1,64}$/, 'a literal, valid function name');
     for (const fn of [replicator.ingress, replicator.fanout, replicator.worker, replicator.exporter]) {
       const e = env(fn);
-      assert.deepEqual(JSON.parse(e[ENV.config]), EXAMPLE_CONFIG);
-      assert.deepEqual(JSON.parse(e[ENV.registrySecrets]), {});
-      assert.equal(e[ENV.ecrCreateRepositories], 'false');
+      assert.deepEqual(JSON.parse(e[ENV.config]), EXAMPLE_CONFIG, 'the rules everywhere: fan-out runs the scheduled sync with them');
       assert.equal(e[ENV.logLevel], 'info');
       assert.equal(e[ENV.metricsNamespace], 'OciRelay');
       assert.equal(e[ENV.fanoutFunctionName], fanoutName);
       assert.equal(e.NODE_OPTIONS, '--enable-source-maps');
     }
     for (const fn of [replicator.fanout, replicator.worker, replicator.exporter]) {
+      assert.deepEqual(JSON.parse(env(fn)[ENV.registrySecrets]), {});
+      assert.equal(env(fn)[ENV.ecrCreateRepositories], 'false');
       assert.deepEqual(env(fn)[ENV.workQueueUrl], { Ref: queueId(replicator.workQueue) });
       assert.deepEqual(env(fn)[ENV.exportQueueUrl], { Ref: queueId(replicator.exportQueue) });
       assert.deepEqual(env(fn)[ENV.exportBucket], { Ref: logicalId(stack, replicator.exportBucket) });
@@ -261,6 +261,9 @@ describe('functions', () => {
     assert.equal(env(replicator.worker)[ENV.workerTimeBudgetMarginMs], '30000');
     assert.equal(env(replicator.exporter)[ENV.workerTimeBudgetMarginMs], '30000');
     assert.equal(env(replicator.ingress)[ENV.workQueueUrl], undefined);
+    // Ingress talks to no registry: a schedule hands one sync message per rule to fan-out.
+    assert.equal(env(replicator.ingress)[ENV.registrySecrets], undefined);
+    assert.equal(env(replicator.ingress)[ENV.ecrCreateRepositories], undefined);
   });
 
   test('log groups with retention, one per function', () => {
@@ -441,7 +444,7 @@ describe('IAM', () => {
         for (const action of asList<string>(s.Action)) assert.ok(STAR_RESOURCE_ACTIONS.has(action), `${path}: ${action} on "*"`);
       }
     }
-    assert.equal(starResource.length, 4, 'GetAuthorizationToken for ingress (scheduled sync), fan-out, worker and export only');
+    assert.equal(starResource.length, 3, 'GetAuthorizationToken for fan-out, worker and export only');
     for (const [id, role] of resourcesOf('AWS::IAM::Role')) {
       assert.equal(role.Properties.ManagedPolicyArns, undefined, `${id}: managed policies`);
     }
@@ -484,13 +487,14 @@ describe('IAM', () => {
     assert.ok(!allows(exporter, 'sqs:SendMessage', refersTo(work)));
     assert.ok(!allows(exporter, 'sqs:SendMessage', refersTo(exp)));
     const ingress = roleStatements(replicator.ingress);
-    // Ingress hands requests to fan-out by invoke; it touches no queue and no bucket, and of ECR only reads (the scheduled sync).
-    assert.ok(!ingress.some((s) => asList<string>(s.Action).some((a) => a.startsWith('sqs:') || a.startsWith('s3:') || ['ecr:PutImage', 'ecr:InitiateLayerUpload', 'ecr:UploadLayerPart', 'ecr:CompleteLayerUpload'].includes(a))));
+    // Ingress hands requests and sync messages to fan-out by invoke; it touches no queue, no bucket and no registry.
+    assert.ok(!ingress.some((s) => asList<string>(s.Action).some((a) => a.startsWith('sqs:') || a.startsWith('s3:') || a.startsWith('ecr:'))));
   });
 
-  test('ECR: pull for ingress (scheduled sync), fan-out, worker and export; push for fan-out (generated blobs) and worker; on the account repositories; no CreateRepository by default', () => {
+  test('ECR: pull for fan-out (it runs the scheduled sync), worker and export, none for ingress; push for fan-out (generated blobs) and worker; on the account repositories; no CreateRepository by default', () => {
     const isRepo = (r: unknown) => render(r) === 'arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/*';
-    for (const fn of [replicator.ingress, replicator.fanout, replicator.worker, replicator.exporter]) {
+    assert.ok(!roleStatements(replicator.ingress).some((s) => asList<string>(s.Action).some((a) => a.startsWith('ecr:'))));
+    for (const fn of [replicator.fanout, replicator.worker, replicator.exporter]) {
       const st = roleStatements(fn);
       assert.ok(allows(st, 'ecr:GetAuthorizationToken', (r) => r === '*'));
       for (const a of ['ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer', 'ecr:BatchCheckLayerAvailability', 'ecr:ListImages']) assert.ok(allows(st, a, isRepo), `${fn.node.id} ${a}`);
@@ -541,10 +545,11 @@ describe('props', () => {
     assert.ok(allows(roleStatements(r.exporter, j, s), 's3:PutObject', (res) => render(res).endsWith(':s3:::existing-exports/*')));
   });
 
-  test('registry secrets: GetSecretValue on exactly the configured secrets, for the functions that talk to registries', () => {
+  test('registry secrets: GetSecretValue on exactly the configured secrets, for the functions that talk to registries (not ingress)', () => {
     const arn = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:ghcr-AbCdEf';
     const { s, r, j } = variant({ registrySecrets: { 'ghcr.io': arn, 'registry.example.com': 'ocirelay/example' } });
-    for (const fn of [r.ingress, r.fanout, r.worker, r.exporter]) {
+    assert.ok(!JSON.stringify(roleStatements(r.ingress, j, s)).includes('secretsmanager'), 'no webhook secrets configured, and no registry secrets for ingress');
+    for (const fn of [r.fanout, r.worker, r.exporter]) {
       const st = roleStatements(fn, j, s).filter((x) => asList<string>(x.Action).includes('secretsmanager:GetSecretValue'));
       assert.equal(st.length, 1);
       assert.deepEqual(asList(st[0]!.Action), ['secretsmanager:GetSecretValue']);
@@ -605,6 +610,7 @@ describe('props', () => {
     const { s, r, j } = variant({
       worker: { timeout: Duration.minutes(5), memorySize: 3008, batchSize: 10, maxConcurrency: 200, maxReceiveCount: 20, maxBatchingWindow: Duration.seconds(10) },
       export: { maxConcurrency: 2 },
+      fanout: { reservedConcurrentExecutions: 25 },
       exportRetentionDays: 7,
       logRetention: 7,
       maxMessageSizeBytes: 65_536,
@@ -613,6 +619,9 @@ describe('props', () => {
     });
     const worker = resource(logicalId(s, r.worker.function), j).Properties;
     assert.equal(worker.Timeout, 300);
+    // Fan-out's reserved concurrency caps what a scheduled sync asks of the registries at once.
+    assert.equal(resource(logicalId(s, r.fanout.function), j).Properties.ReservedConcurrentExecutions, 25);
+    assert.equal(resource(logicalId(s, r.ingress.function), j).Properties.ReservedConcurrentExecutions, undefined);
     assert.equal(worker.MemorySize, 3008);
     const q = resource(logicalId(s, r.workQueue.queue), j).Properties;
     assert.equal(q.VisibilityTimeout, 6 * 300 + 10);
@@ -638,6 +647,7 @@ describe('props', () => {
     assert.throws(() => variant({ config: { ...EXAMPLE_CONFIG, rules: noisy } }), /rule alpine-mirror: its annotations take \d+ bytes serialised; every task carries them, and the limit is 16384/);
     assert.throws(() => variant({ schedule: 'every hour' }), /schedule must be a rate/);
     assert.throws(() => variant({ fanout: { retryAttempts: 3 } }), /retryAttempts/);
+    assert.throws(() => variant({ fanout: { reservedConcurrentExecutions: 0 } }), /fanout\.reservedConcurrentExecutions must be a whole number of at least 1/);
     assert.throws(() => variant({ worker: { timeout: Duration.seconds(20) } }), /worker\.timeBudgetMargin must be shorter than worker\.timeout/);
     assert.throws(() => variant({ worker: { timeout: Duration.hours(3), timeBudgetMargin: Duration.seconds(1) } }), /exceeds SQS's 12 hours/);
     const huge = { rules: Array.from({ length: 100 }, (_, i) => ({ from: `docker.io/library/image-${i}`, to: `registry.example.com/mirror/image-${i}` })) };
