@@ -10,7 +10,7 @@
 // purpose, since every benchmarked byte of the WAN-like setting flows through two of them.)
 import { Agent, createServer, request as httpRequest } from 'node:http';
 import type { IncomingMessage, OutgoingHttpHeaders, Server, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { closeServer, listenOnLoopback } from '../test/support/proxy.js';
 
 export interface SeenRequest {
   method: string;
@@ -80,20 +80,15 @@ export async function startLatencyProxy(target: string, delayMs: number): Promis
     proxy.badConnections++;
     socket.destroy();
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listenOnLoopback(server);
   proxy.url = `http://127.0.0.1:${port}`;
   proxy.host = `127.0.0.1:${port}`;
   let stopping: Promise<void> | undefined;
   proxy.stop = () => {
-    stopping ??= new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
+    if (!stopping) {
       agent.destroy();
-    });
+      stopping = closeServer(server);
+    }
     return stopping;
   };
   return proxy;

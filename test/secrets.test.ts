@@ -19,7 +19,7 @@ import { EmbeddedPipeline } from '../lib/pipeline/embedded.js';
 import { PROTOCOL_VERSION } from '../lib/pipeline/messages.js';
 import { createLogger } from '../lib/pipeline/telemetry.js';
 import { FileArchiveStore } from '../lib/ports/archive-store.js';
-import { freePort, inspectRaw, makeTempDir, pollUntil, pushTestImage, randomBytes, seededRandom, startFaultProxy, startRegistry, tarOf, type FaultProxy, type RunningRegistry } from './support/index.js';
+import { inspectRaw, makeTempDir, pollUntil, pushTestImage, randomBytes, seededRandom, startFaultProxy, startRegistry, startServe, tarOf, type FaultProxy, type RunningRegistry } from './support/index.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const bin = join(root, 'dist/cli/bin.js');
@@ -142,16 +142,10 @@ describe('no secret in anything ocirelay writes', () => {
         '',
       ].join('\n'),
     );
-    const port = await freePort();
-    const child = spawn(process.execPath, [bin, 'serve', '--rules', rules, '--listen', `127.0.0.1:${port}`, '--coalesce-ms', '50'], { env: { ...process.env, DOCKER_CONFIG: dockerConfig, HOOK_TOKEN, GITHUB_SECRET }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString('latin1')));
-    child.stderr.on('data', (c: Buffer) => (out += c.toString('latin1')));
-    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const serve = await startServe({ rules, args: ['--coalesce-ms', '50'], env: { DOCKER_CONFIG: dockerConfig, HOOK_TOKEN, GITHUB_SECRET } });
     try {
-      await pollUntil(async () => ((await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.status === 200 ? true : undefined), { what: 'ocirelay serve', timeoutMs: 15_000 });
       const post = async (path: string, body: string, headers: Record<string, string>): Promise<number> => {
-        const res = await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
+        const res = await fetch(`${serve.url}${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
         capture(`serve answer ${path}`, await res.text());
         return res.status;
       };
@@ -162,11 +156,11 @@ describe('no secret in anything ocirelay writes', () => {
       const github = JSON.stringify({ action: 'published', package: { name: 'app', package_type: 'container', owner: { login: 'team' } } });
       const forged = `sha256=${createHmac('sha256', `${GITHUB_SECRET}x`).update(github).digest('hex')}`;
       assert.ok([401, 403].includes(await post('/hooks/github', github, { 'x-github-event': 'package', 'x-hub-signature-256': forged, 'x-github-delivery': 'd1' })));
-      await pollUntil(() => inspectRaw(`${dst.host}/served/app:v1`, `${DST_USER}:${DST_PASSWORD}`).catch(() => undefined), { what: `the webhook's copy in the target; serve said:\n${out}`, timeoutMs: 20_000 });
+      await pollUntil(() => inspectRaw(`${dst.host}/served/app:v1`, `${DST_USER}:${DST_PASSWORD}`).catch(() => undefined), { what: `the webhook's copy in the target; serve said:\n${serve.output()}`, timeoutMs: 20_000 });
     } finally {
-      child.kill('SIGTERM');
-      await exited;
-      capture('ocirelay serve', out);
+      serve.child.kill('SIGTERM');
+      await serve.exited;
+      capture('ocirelay serve', serve.output());
     }
   });
 

@@ -4,23 +4,19 @@
 // SIGTERM stops it cleanly.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { auditRegistry, buildImage, buildIndex, freePort, inspectRaw, makeTempDir, pollUntil, pushLayout, pushTestImage, startFaultProxy, startHttpServer, startRegistry, tarOf, type FaultProxy, type RunningHttpServer, type RunningRegistry } from './support/index.js';
+import { auditRegistry, buildImage, buildIndex, freePort, inspectRaw, makeTempDir, pollUntil, pushLayout, pushTestImage, startFaultProxy, startHttpServer, startRegistry, startServe, tarOf, type FaultProxy, type RunningHttpServer, type RunningRegistry, type RunningServe } from './support/index.js';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
-const bin = join(root, 'dist/cli/bin.js');
 const TOKEN = 'serve-test-token-6c1f';
 
 let src: RunningRegistry;
 let dst: RunningRegistry;
 let third: RunningHttpServer;
-let serve: ChildProcess;
+let serve: RunningServe;
 let port: number;
-let output = '';
 
 async function post(path: string, body: string | Buffer, headers: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown> }> {
   const res = await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
@@ -29,7 +25,8 @@ async function post(path: string, body: string | Buffer, headers: Record<string,
 
 /** serve's JSON log lines from `from` (an offset in `output`) on. */
 function logLines(from = 0): Array<Record<string, unknown>> {
-  return output
+  return serve
+    .output()
     .slice(from)
     .split('\n')
     .flatMap((line) => {
@@ -65,14 +62,11 @@ before(async () => {
       '',
     ].join('\n'),
   );
-  serve = spawn(process.execPath, [bin, 'serve', '--rules', rules, '--listen', `127.0.0.1:${port}`, '--coalesce-ms', '200'], { env: { ...process.env, SERVE_HOOK_TOKEN: TOKEN }, stdio: ['ignore', 'pipe', 'pipe'] });
-  serve.stdout?.on('data', (c: Buffer) => (output += c.toString()));
-  serve.stderr?.on('data', (c: Buffer) => (output += c.toString()));
-  await pollUntil(async () => ((await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.status === 200 ? true : undefined), { what: 'ocirelay serve', timeoutMs: 15_000 });
+  serve = await startServe({ rules, port, args: ['--coalesce-ms', '200'], env: { SERVE_HOOK_TOKEN: TOKEN } });
 });
 
 after(async () => {
-  if (serve && serve.exitCode === null) serve.kill('SIGKILL');
+  if (serve && serve.child.exitCode === null) serve.child.kill('SIGKILL');
   await Promise.all([src?.stop(), dst?.stop(), third?.stop()]);
 });
 
@@ -90,7 +84,7 @@ describe('ocirelay serve', () => {
     assert.ok((await mirrored(`${dst.host}/mirror/marker:v1`)).equals(marker.manifest));
     const catalog = (await (await fetch(`${dst.url}/v2/_catalog`)).json()) as { repositories: string[] };
     assert.ok(!catalog.repositories.some((r) => r.includes('other') || r.includes('tmp')), catalog.repositories.join(', '));
-    assert.match(output, /event outside every rule ignored/);
+    assert.match(serve.output(), /event outside every rule ignored/);
   });
 
   test('an authenticated event naming a third registry makes no request to it', async () => {
@@ -111,7 +105,7 @@ describe('ocirelay serve', () => {
     await buildImage({ layout, tag: 'arm64', architecture: 'arm64', layers: [{ files: { 'etc/arch': 'arm64', 'bin/tool': { size: 20_000 } } }] });
     const index = await buildIndex({ layout, name: 'multi', images: [{ tag: 'amd64', platform: { os: 'linux', architecture: 'amd64' } }, { tag: 'arm64', platform: { os: 'linux', architecture: 'arm64' } }] });
     const children = (JSON.parse(index.raw.toString()) as { manifests: Array<{ digest: string }> }).manifests.map((m) => m.digest);
-    const from = output.length;
+    const from = serve.output().length;
     await pushLayout(index.ref, `${src.host}/team/multi:v1`, { all: true });
     assert.ok((await mirrored(`${dst.host}/mirror/multi:v1`)).equals(index.raw), 'the index is byte-identical');
     for (const child of children) {
@@ -147,7 +141,7 @@ describe('ocirelay serve', () => {
     assert.equal((await post('/hooks/registry', JSON.stringify(replay), { authorization: `Bearer ${TOKEN}` })).json.accepted, 1);
     assert.equal((await post('/hooks/registry', JSON.stringify(replay), { authorization: `Bearer ${TOKEN}` })).json.accepted, 0, 'a replayed event id is not accepted twice');
     assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
-    assert.doesNotMatch(output, new RegExp(TOKEN), 'the webhook token never appears in the logs');
+    assert.doesNotMatch(serve.output(), new RegExp(TOKEN), 'the webhook token never appears in the logs');
   });
 
   test('an oversized body sent chunked (no Content-Length) gets 413, not a reset', async () => {
@@ -175,10 +169,9 @@ describe('ocirelay serve', () => {
   });
 
   test('SIGTERM stops it cleanly', async () => {
-    const exited = new Promise<number | null>((resolve) => serve.once('exit', (code) => resolve(code)));
-    serve.kill('SIGTERM');
-    assert.equal(await exited, 0);
-    assert.match(output, /"message":"stopped"/);
+    serve.child.kill('SIGTERM');
+    assert.equal(await serve.exited, 0);
+    assert.match(serve.output(), /"message":"stopped"/);
   });
 });
 
@@ -205,19 +198,14 @@ describe('ocirelay serve: SIGTERM during a copy', () => {
         }
       },
     });
-    const stopPort = await freePort();
     const rules = join(makeTempDir('serve-stop'), 'rules.json');
     await writeFile(rules, JSON.stringify({ rules: [{ from: `${proxy.host}/team`, to: `${dst.host}/stopped` }], webhooks: [{ path: '/hooks/registry', kind: 'distribution', token: { env: 'SERVE_HOOK_TOKEN' } }] }));
-    let log = '';
-    const child = spawn(process.execPath, [bin, 'serve', '--rules', rules, '--listen', `127.0.0.1:${stopPort}`, '--coalesce-ms', '3000', '--shutdown-grace', '2'], { env: { ...process.env, SERVE_HOOK_TOKEN: TOKEN }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const second = await startServe({ rules, args: ['--coalesce-ms', '3000', '--shutdown-grace', '2'], env: { SERVE_HOOK_TOKEN: TOKEN }, what: 'the second serve' });
+    const { child, exited } = second;
     stopping = child;
-    child.stdout?.on('data', (c: Buffer) => (log += c.toString()));
-    child.stderr?.on('data', (c: Buffer) => (log += c.toString()));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    await pollUntil(async () => ((await fetch(`http://127.0.0.1:${stopPort}/healthz`).catch(() => undefined))?.status === 200 ? true : undefined), { what: 'the second serve', timeoutMs: 15_000 });
     const event = (repository: string, id: string): string =>
       JSON.stringify({ events: [{ id, action: 'push', target: { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: image.digest, repository, tag: 'v1' }, request: { host: proxy?.host } }] });
-    const deliver = async (body: string): Promise<number> => (await fetch(`http://127.0.0.1:${stopPort}/hooks/registry`, { method: 'POST', body, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' } })).status;
+    const deliver = async (body: string): Promise<number> => (await fetch(`${second.url}/hooks/registry`, { method: 'POST', body, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' } })).status;
 
     assert.equal(await deliver(event('team/stop', 'stop-1')), 202);
     await pollUntil(() => (held ? true : undefined), { what: 'the copy to reach the held layer', timeoutMs: 15_000 });
@@ -227,9 +215,10 @@ describe('ocirelay serve: SIGTERM during a copy', () => {
     child.kill('SIGTERM');
     const code = await Promise.race([exited, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 15_000).unref())]);
     const elapsed = Date.now() - signalled;
-    assert.equal(code, 0, `exit after ${elapsed} ms:\n${log}`);
+    assert.equal(code, 0, `exit after ${elapsed} ms:\n${second.output()}`);
     assert.ok(elapsed < 2_000 + 5_000, `exited ${elapsed} ms after SIGTERM with a 2 s grace`);
 
+    const log = second.output();
     const lines = log.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
     const dropped = lines.filter((l) => l.message === 'coalesced request dropped at shutdown');
     assert.deepEqual(dropped.map((l) => l.target), [`${dst.host}/stopped/other:v1`]);

@@ -20,7 +20,7 @@ import { OciRelayError, RegistryError, type Side } from '../errors.js';
 import { MediaTypes } from '../manifest/media-types.js';
 import { parseManifest, type Descriptor } from '../manifest/model.js';
 import type { Repository } from '../oci/client.js';
-import { isRetryableNetworkError, sleep } from '../oci/retry.js';
+import { isRetryableTransfer, sleep } from '../oci/retry.js';
 import type { PlannedBlob, PlannedManifest } from './plan.js';
 
 export type BlobOutcome = 'copied' | 'skipped' | 'mounted';
@@ -148,16 +148,13 @@ export async function copyBlob(ctx: TransferContext, blob: PlannedBlob): Promise
   }
 }
 
-/** Failures of the transfer itself (not of the content): resets, stalls, 5xx on the upload. */
+/**
+ * Failures of the transfer itself (not of the content) that a whole new attempt may get past. Not
+ * the source's: its stream resumes itself (Range, with the transport's retries under each resume),
+ * and when it gives up, another whole attempt would only multiply those budgets.
+ */
 function worthAnotherAttempt(err: unknown): boolean {
-  if (err instanceof OciRelayError) {
-    if (err.code === 'ERR_DIGEST_MISMATCH' || err.code === 'ERR_SIZE_MISMATCH') return false;
-    // The source stream resumes itself (Range, with the transport's retries under each resume);
-    // when it gives up, another whole attempt would only multiply those budgets.
-    if (err.side === 'source') return false;
-    return err.retryable;
-  }
-  return isRetryableNetworkError(err);
+  return !(err instanceof OciRelayError && err.side === 'source') && isRetryableTransfer(err);
 }
 
 async function sourceStream(source: Repository, blob: PlannedBlob, signal?: AbortSignal): Promise<Readable> {

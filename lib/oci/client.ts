@@ -12,7 +12,7 @@ import { digestOf, parseDigest, VerifyingStream, type DigestAlgorithm } from '..
 import { DigestMismatchError, ErrorCodes, ManifestError, NetworkError, OciRelayError, RegistryError, SizeMismatchError, redactUrl, type ErrorContext } from '../errors.js';
 import { essence, isManifestMediaType, MANIFEST_MEDIA_TYPES, MediaTypes } from '../manifest/media-types.js';
 import { CATALOG_SCOPE, repositoryScope, type Scope } from './auth.js';
-import { backoffDelay, isRetryableNetworkError, networkErrorCode, resolveRetry, sleep, type RetryOptions } from './retry.js';
+import { backoffDelay, isRetryableNetworkError, isRetryableTransfer, networkErrorCode, resolveRetry, sleep, type RetryOptions } from './retry.js';
 import { discard, header, readBytes, readText, Transport, type Response, type SendOptions, type TransportOptions } from './transport.js';
 
 export interface RegistryClientOptions extends TransportOptions {
@@ -83,8 +83,6 @@ export interface PushBlobOptions {
   /** Called with the number of bytes handed to the registry so far. */
   onProgress?: (bytes: number) => void;
   signal?: AbortSignal;
-  /** Overrides the client's maxUploadResumes for this blob. */
-  maxResumes?: number;
 }
 
 /** A blob GET under way: its body, the offset it starts at (0 when Range was ignored), its length. */
@@ -99,8 +97,6 @@ export interface PushBlobResult {
   outcome: 'uploaded' | 'mounted';
   /** Bytes sent over the network for this blob (every attempt's, resumed ones included). */
   bytesSent: number;
-  /** The offsets the upload was resumed from, when it was (the registry's word after each failure). */
-  resumedFrom?: number[];
 }
 
 export interface ReferrersResult {
@@ -321,7 +317,7 @@ export class Repository {
     const filter = (list: Descriptor[]): Descriptor[] => (options.artifactType ? list.filter((d) => d.artifactType === options.artifactType) : list);
     const descriptors: Descriptor[] = [];
     try {
-      for await (const d of paginate(this.transport, this.client.retryPolicy, first, this.scopes, 'list referrers', (json) => descriptorArray(json), { accept: MediaTypes.ociIndex, notFoundIsEnd: false })) {
+      for await (const d of paginate(this.transport, this.client.retryPolicy, first, this.scopes, 'list referrers', (json) => descriptorArray(json), { accept: MediaTypes.ociIndex })) {
         descriptors.push(d);
       }
       return { descriptors: filter(descriptors), fallback: false };
@@ -565,8 +561,8 @@ export class Repository {
     // would multiply those budgets, so a failed source ends the upload at once.
     const state = { session: started.session, sourceFailed: false };
     const chunkSize = options.chunkSize ? Math.max(options.chunkSize, started.session.minChunkLength ?? 0) : undefined;
-    const maxResumes = options.maxResumes ?? this.client.options.maxUploadResumes ?? 3;
-    const resumedFrom: number[] = [];
+    const maxResumes = this.client.options.maxUploadResumes ?? 3;
+    let resumes = 0;
     let sent = 0;
     const onBytes = (n: number): void => {
       sent += n;
@@ -575,15 +571,14 @@ export class Repository {
     for (;;) {
       try {
         await this.uploadFrom(state, descriptor, open, chunkSize, onBytes, options.signal);
-        return { outcome: 'uploaded', bytesSent: sent, ...(resumedFrom.length ? { resumedFrom } : {}) };
+        return { outcome: 'uploaded', bytesSent: sent };
       } catch (err) {
-        const next = resumedFrom.length < maxResumes && !options.signal?.aborted && !state.sourceFailed && isResumable(err) ? await this.resumePoint(state.session, descriptor, resumedFrom.length + 1, options.signal) : undefined;
+        const next = resumes < maxResumes && !options.signal?.aborted && !state.sourceFailed && isRetryableTransfer(err) ? await this.resumePoint(state.session, descriptor, ++resumes, options.signal) : undefined;
         if (!next) {
           await this.cancelUpload(state.session);
           throw err;
         }
         state.session = next;
-        resumedFrom.push(next.offset);
       }
     }
   }
@@ -627,15 +622,6 @@ export class Repository {
       return undefined;
     }
   }
-}
-
-/** Failures of a transfer (not of its content) that a resumed upload may get past. */
-function isResumable(err: unknown): boolean {
-  if (err instanceof OciRelayError) {
-    if (err.code === ErrorCodes.DigestMismatch || err.code === ErrorCodes.SizeMismatch || err.code === ErrorCodes.Aborted) return false;
-    return err.retryable;
-  }
-  return isRetryableNetworkError(err);
 }
 
 /** Writes chunks into a verifying stream, honouring backpressure; a failure destroys it with its cause. */
@@ -725,7 +711,7 @@ function rangeEnd(range: string | undefined): number | undefined {
 }
 
 /** Follows `Link: <url>; rel="next"` (RFC 8288) pages until there is none; refuses loops. */
-async function* paginate<T>(transport: Transport, policy: Required<RetryOptions>, first: URL, scopes: readonly Scope[], operation: string, items: (json: unknown) => T[], options: { accept?: string; notFoundIsEnd?: boolean } = {}): AsyncGenerator<T> {
+async function* paginate<T>(transport: Transport, policy: Required<RetryOptions>, first: URL, scopes: readonly Scope[], operation: string, items: (json: unknown) => T[], options: { accept?: string } = {}): AsyncGenerator<T> {
   let url: URL | undefined = first;
   const seen = new Set<string>();
   while (url) {

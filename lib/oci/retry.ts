@@ -7,6 +7,7 @@
  * `RequestBody` in transport.ts): uploads restart from a fresh source stream or resume from the
  * registry's offset instead, one layer up.
  */
+import { ErrorCodes, OciRelayError } from '../errors.js';
 
 export interface RetryOptions {
   /**
@@ -62,6 +63,20 @@ export function parseRetryAfter(value: string | string[] | undefined, now: numbe
   const date = Date.parse(text);
   if (Number.isNaN(date)) return undefined;
   return Math.max(0, date - now);
+}
+
+/**
+ * True for a failed transfer that trying again may get past: a network failure, throttling, a
+ * retryable answer. Never for a failure of the content itself (a digest or size mismatch: the
+ * same bytes would fail again) nor for an abort. The one judgement behind every retry above the
+ * transport: an upload resumed in its session, another whole-blob attempt, a large blob handed on.
+ */
+export function isRetryableTransfer(err: unknown): boolean {
+  if (err instanceof OciRelayError) {
+    if (err.code === ErrorCodes.DigestMismatch || err.code === ErrorCodes.SizeMismatch || err.code === ErrorCodes.Aborted) return false;
+    return err.retryable;
+  }
+  return isRetryableNetworkError(err);
 }
 
 /** undici and Node error codes that mean "the connection failed; the request may be sent again". */

@@ -193,12 +193,17 @@ export class EmbeddedPipeline {
       for (const d of deliveries) {
         if (failed.has(d.messageId)) continue;
         queue.delete(d.receiptHandle);
-        const requestId = requestIdOf(d.body);
+        const { requestId } = factsOf(d.body);
         if (requestId) progressed.add(requestId);
       }
       // A commit waiting on its request's content is looked at again as soon as some of that
       // content arrived, rather than after its backoff: in one process that moment is known.
-      if (queue === this.work && progressed.size) queue.expedite((body) => isCommit(body) && progressed.has(requestIdOf(body) ?? ''));
+      if (queue === this.work && progressed.size) {
+        queue.expedite((body) => {
+          const facts = factsOf(body);
+          return facts.type === 'commit' && progressed.has(facts.requestId ?? '');
+        });
+      }
     }
   }
 }
@@ -212,24 +217,19 @@ function parseOrRaw(payload: string): unknown {
   }
 }
 
-function requestIdOf(body: string): string | undefined {
+/** What the runtime's scheduling reads of a queued message: its type and its request (one parse). */
+function factsOf(body: string): { type?: unknown; requestId?: string } {
   try {
     // Blob and export tasks name their request; image and commit tasks carry it.
-    const message = JSON.parse(body) as { requestId?: unknown; request?: { id?: unknown } };
+    const message = JSON.parse(body) as { type?: unknown; requestId?: unknown; request?: { id?: unknown } };
     const id = message.requestId ?? message.request?.id;
-    return typeof id === 'string' ? id : undefined;
+    return { type: message.type, ...(typeof id === 'string' ? { requestId: id } : {}) };
   } catch {
-    return undefined;
+    return {};
   }
 }
 
-function isCommit(body: string): boolean {
-  try {
-    return (JSON.parse(body) as { type?: unknown }).type === 'commit';
-  } catch {
-    return false;
-  }
-}
+const isCommit = (body: string): boolean => factsOf(body).type === 'commit';
 
 function toEvent(deliveries: Delivery[], queueName: string): SqsEvent {
   return {

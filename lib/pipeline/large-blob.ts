@@ -27,6 +27,7 @@ import { DigestMismatchError, ErrorCodes, OciRelayError, RegistryError, SizeMism
 import { parseDigest } from '../digest.js';
 import { StreamSlicer, type Repository, type UploadSession } from '../oci/client.js';
 import { sided } from '../engine/execute.js';
+import { isRetryableTransfer } from '../oci/retry.js';
 import { ResumableSha256, type Sha256State } from './resumable-hash.js';
 
 export interface LargeBlobOptions {
@@ -147,15 +148,15 @@ export async function uploadLargeBlob(source: Repository, target: Repository, bl
   }
 }
 
-/** Worth going on from the session later: network trouble, throttling, 5xx, a session gone (404, restarted afresh). */
+/**
+ * Worth going on from the session later: what any transfer retries (isRetryableTransfer), and at
+ * this level also a 5xx, and a session gone or moved on (404, 416: the next task asks where it
+ * stands, or starts afresh). Anything that is not ocirelay's own error (a socket error, a bug) is
+ * retried as the handler retries it, within maxReceiveCount.
+ */
 function transient(err: unknown): boolean {
-  if (err instanceof OciRelayError) {
-    if (err.code === ErrorCodes.DigestMismatch || err.code === ErrorCodes.SizeMismatch || err.code === ErrorCodes.Aborted) return false;
-    if (err instanceof RegistryError) return err.retryable || err.status >= 500 || err.status === 404 || err.status === 416;
-    return err.retryable;
-  }
-  // Anything else (a socket error, a bug) is retried like the handler retries it: within maxReceiveCount.
-  return true;
+  if (err instanceof RegistryError && (err.status >= 500 || err.status === 404 || err.status === 416)) return true;
+  return !(err instanceof OciRelayError) || isRetryableTransfer(err);
 }
 
 /** What the handler should see: a retryable error (it redelivers the task), whatever the status. */

@@ -25,7 +25,8 @@
 import { createHash } from 'node:crypto';
 import { Agent, createServer, request as httpRequest } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { closeServer, listenOnLoopback } from './proxy.js';
 
 export const FAULT_KINDS = ['unavailable', 'throttled', 'reset-request', 'reset-response', 'truncate', 'stall', 'wrong-length'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
@@ -142,16 +143,6 @@ function randomFor(seed: number, key: string): () => number {
 }
 
 const isBlobGet = (method: string, path: string): boolean => method === 'GET' && /\/blobs\/(sha256|sha512):/.test(path);
-
-function listen(server: ReturnType<typeof createServer>): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.removeListener('error', reject);
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
-}
 
 export async function startFaultProxy(target: string, options: FaultProxyOptions): Promise<FaultProxy> {
   const targetUrl = new URL(target);
@@ -412,7 +403,7 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
       else res.destroy();
     });
   });
-  const port = await listen(server);
+  const port = await listenOnLoopback(server);
   let stopping: Promise<void> | undefined;
   const proxy: FaultProxy = {
     url: `http://127.0.0.1:${port}`,
@@ -435,11 +426,10 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
       for (const k of FAULT_KINDS) injected[k] = 0;
     },
     stop() {
-      stopping ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
+      if (!stopping) {
         agent.destroy();
-      });
+        stopping = closeServer(server);
+      }
       return stopping;
     },
   };

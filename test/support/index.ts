@@ -10,3 +10,4 @@ export * from './images.js';
 export * from './sqs.js';
 export * from './faults.js';
 export * from './audit.js';
+export * from './serve.js';

@@ -52,7 +52,8 @@ function flattenHeaders(headers: IncomingHttpHeaders): Record<string, string> {
   return out;
 }
 
-async function listen(server: Server): Promise<number> {
+/** Listens on a free port of 127.0.0.1 (tests bind loopback only); resolves with the port. */
+export async function listenOnLoopback(server: Server): Promise<number> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
@@ -63,7 +64,8 @@ async function listen(server: Server): Promise<number> {
   return (server.address() as AddressInfo).port;
 }
 
-function closeServer(server: Server): Promise<void> {
+/** Closes a server and every connection it holds (keep-alive ones included). */
+export function closeServer(server: Server): Promise<void> {
   return new Promise<void>((resolve) => {
     server.close(() => resolve());
     server.closeAllConnections();
@@ -294,7 +296,7 @@ export async function startProxy(
     },
   };
 
-  const port = await listen(server);
+  const port = await listenOnLoopback(server);
   proxy.port = port;
   proxy.host = `127.0.0.1:${port}`;
   proxy.url = `http://127.0.0.1:${port}`;
@@ -346,7 +348,7 @@ export async function startHttpServer(
         }
       });
   });
-  const port = await listen(server);
+  const port = await listenOnLoopback(server);
   let stopping: Promise<void> | undefined;
   return {
     url: `http://127.0.0.1:${port}`,
