@@ -38,9 +38,9 @@ export function entryOf(name: FunctionName): string {
 /**
  * The Lambda runtime (nodejs22.x) ships the AWS SDK for JavaScript v3 clients, so they are left
  * out of the bundle: smaller artefacts, faster cold starts, and the clients are patched by AWS.
- * Everything else (undici, zod, tar-stream, lib/) is bundled — including @aws-sdk/lib-storage,
- * a library rather than a client, so that the export function does not depend on whether the
- * runtime happens to carry it.
+ * Everything else (undici, zod, tar-stream, lib/) is bundled. lib/ imports the S3 client with a
+ * dynamic `import()` (lib/aws/s3-archive-store.ts), which esbuild leaves dynamic, so only an
+ * export that runs loads it (test/bundle.test.ts checks that no bundle imports it at start).
  */
 export const EXTERNAL_MODULES: readonly string[] = ['@aws-sdk/client-*'];
 
@@ -60,14 +60,6 @@ export const ESM_REQUIRE_BANNER =
  * files and lines. `sourcesContent: false` keeps the map small (lines are enough to debug; the
  * sources are in the repository).
  */
-/*
- * `mainFields: ['main', 'module']`: a package with both builds is bundled from its CommonJS one.
- * esbuild wraps a CommonJS module in a function run on first use, and its `require()` of an
- * external (the runtime's SDK clients) stays inside that function; from an ES module build, the
- * same import would be hoisted to the top of the ESM bundle. So @aws-sdk/lib-storage, imported
- * only when an export runs, no longer loads the S3 client into every function's cold start
- * (fan-out 276 -> 162 ms, worker 227 -> 165 ms to import here; test/bundle.test.ts checks it).
- */
 export const ESBUILD_OPTIONS = {
   bundle: true,
   platform: 'node',
@@ -76,8 +68,9 @@ export const ESBUILD_OPTIONS = {
   minify: true,
   sourcemap: true,
   sourcesContent: false,
-  // Prefer the ES module build of a dependency when it has one: it tree-shakes and needs no
-  // require() shim. Packages with an `exports` map are resolved through it either way.
+  // esbuild's own default for platform 'node' (a package's CommonJS build first), stated because
+  // CDK's NodejsFunction defaults to ['module', 'main'] for ESM output: the deployed bundle must
+  // be the one test/bundle.test.ts builds and runs.
   mainFields: ['main', 'module'],
   external: [...EXTERNAL_MODULES],
   banner: { js: ESM_REQUIRE_BANNER },

@@ -6,6 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
+import { crc32 } from 'node:zlib';
 import { promisify } from 'node:util';
 import { GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { RegistryPool } from '../lib/engine/registries.js';
@@ -282,11 +283,85 @@ describe('S3 sink', () => {
       await exportImage({ source: `${registry.host}/app/multi:v1`, destination: `s3://${s3.bucket}/${key}`, platform: 'linux/arm64' }, { registries: pool, store });
       const creating = s3proxy.requests.filter((r) => r.path.startsWith(`/${s3.bucket}/${key}`) && (r.method === 'PUT' || /[?&]uploads(=|&|$)/.test(r.path)) && !/partNumber=/.test(r.path));
       assert.equal(creating.length, 1, creating.map((r) => `${r.method} ${r.path}`).join('\n'));
+      // Smaller than one part: one PutObject, no multipart upload to open, complete or leave behind.
+      assert.equal(creating[0]?.method, 'PUT');
       assert.equal(creating[0]?.headers['x-amz-server-side-encryption'], 'aws:kms');
       assert.equal(creating[0]?.headers['x-amz-server-side-encryption-aws-kms-key-id'], 'alias/ocirelay-exports');
       const object = await client().send(new HeadObjectCommand({ Bucket: s3.bucket, Key: key }));
       assert.equal(object.Metadata?.platform, 'linux/arm64/v8');
       assert.equal(object.Metadata?.['source-digest'], arm64.digest);
+    } finally {
+      await s3proxy.stop();
+    }
+  });
+
+  test('multipart: at most two parts in flight, each with the CRC32 of its own bytes, completed in order', async () => {
+    const file = join(dir, 'big-crc.tar');
+    await exportImage({ source: `${registry.host}/app/big:v1`, destination: file }, { registries: pool, store: files });
+    const archive = await readFile(file);
+    const s3proxy = await startProxy(s3.endpoint);
+    try {
+      // The SDK's default checksum behaviour (what runs against AWS): every part carries a CRC32.
+      const uploader = new S3Client({ endpoint: s3proxy.url, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, requestChecksumCalculation: 'WHEN_SUPPORTED' });
+      let inFlight = 0;
+      let mostInFlight = 0;
+      uploader.middlewareStack.add(
+        (next, context) => async (args) => {
+          if (context.commandName !== 'UploadPartCommand') return next(args);
+          mostInFlight = Math.max(mostInFlight, ++inFlight);
+          try {
+            return await next(args);
+          } finally {
+            inFlight -= 1;
+          }
+        },
+        { step: 'initialize' },
+      );
+      const key = 'exports/app/big/crc.tar';
+      const result = await exportImage({ source: `${registry.host}/app/big:v1`, destination: `s3://${s3.bucket}/${key}` }, { registries: pool, store: new S3ArchiveStore({ client: uploader }) });
+      assert.equal(result.bytes, archive.length);
+      assert.equal(mostInFlight, 2, 'the default budget allows two 5 MiB parts in flight');
+      const create = s3proxy.requests.filter((r) => r.method === 'POST' && /[?&]uploads(=|&|$)/.test(r.path));
+      assert.equal(create.length, 1);
+      assert.equal(create[0]?.headers['x-amz-checksum-algorithm'], 'CRC32');
+      const parts = s3proxy.requests.filter((r) => r.method === 'PUT' && /[?&]partNumber=/.test(r.path));
+      const partSize = 5 * MiB;
+      assert.equal(parts.length, Math.ceil(archive.length / partSize));
+      for (const part of parts) {
+        const n = Number(/[?&]partNumber=(\d+)/.exec(part.path)?.[1]);
+        const bytes = archive.subarray((n - 1) * partSize, n * partSize);
+        assert.equal(Number(part.headers['content-length']), bytes.length, `part ${n} length`);
+        const crc = Buffer.alloc(4);
+        crc.writeUInt32BE(crc32(bytes));
+        assert.equal(part.headers['x-amz-checksum-crc32'], crc.toString('base64'), `part ${n} was sent with bytes other than its own`);
+      }
+      const object = await client().send(new GetObjectCommand({ Bucket: s3.bucket, Key: key }));
+      const body = Buffer.from(await (object.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
+      assert.ok(body.equals(archive), 'the object is byte-identical to the file export');
+    } finally {
+      await s3proxy.stop();
+    }
+  });
+
+  test('a part S3 keeps refusing fails the export, naming the part; the upload is aborted after the parts in flight, and no object appears', async () => {
+    const s3proxy = await startProxy(s3.endpoint);
+    s3proxy.intercept = (req) => (req.method === 'PUT' && /[?&]partNumber=3(&|$)/.test(req.path) ? { status: 500, headers: { 'content-type': 'application/xml' }, body: '<Error><Code>InternalError</Code><Message>injected</Message></Error>' } : undefined);
+    try {
+      const store = new S3ArchiveStore({ client: new S3Client({ endpoint: s3proxy.url, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, requestChecksumCalculation: 'WHEN_REQUIRED' }) });
+      const key = 'exports/refused-part.tar';
+      await assert.rejects(exportImage({ source: `${registry.host}/app/big:v1`, destination: `s3://${s3.bucket}/${key}` }, { registries: pool, store }), (err: Error & { code?: string; operation?: string }) => {
+        assert.equal(err.code, 'ERR_NETWORK');
+        assert.equal(err.operation, 'S3 UploadPart 3');
+        assert.match(err.message, new RegExp(`UploadPart 3 for s3://${s3.bucket}/${key} failed: InternalError`));
+        return true;
+      });
+      const third = s3proxy.requests.filter((r) => r.method === 'PUT' && /[?&]partNumber=3(&|$)/.test(r.path));
+      assert.ok(third.length >= 2, 'the SDK retried the refused part');
+      const last = s3proxy.requests.at(-1);
+      assert.equal(last?.method, 'DELETE', 'AbortMultipartUpload comes after every part request');
+      assert.match(last?.path ?? '', /[?&]uploadId=/);
+      assert.ok(!s3proxy.requests.some((r) => r.method === 'POST' && /[?&]uploadId=/.test(r.path)), 'CompleteMultipartUpload must never be sent');
+      await assert.rejects(client().send(new HeadObjectCommand({ Bucket: s3.bucket, Key: key })), (err: Error) => err.name === 'NotFound');
     } finally {
       await s3proxy.stop();
     }
