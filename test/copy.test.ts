@@ -6,7 +6,9 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { copyImage, type CopyOptions, type CopyRequest, type CopyResult } from '../lib/engine/copy.js';
+import { copyImage, noopSourceRead, type CopyOptions, type CopyRequest, type CopyResult } from '../lib/engine/copy.js';
+import type { CopyMode } from '../lib/engine/graph.js';
+import { parseReference } from '../lib/ref/index.js';
 import { BlobLocations } from '../lib/engine/execute.js';
 import { RegistryPool } from '../lib/engine/registries.js';
 import { OciRelayError } from '../lib/errors.js';
@@ -484,7 +486,7 @@ describe('annotations', () => {
 });
 
 describe('cost: skip, mount, no-op', () => {
-  test('an unchanged image copied again: one manifest HEAD on each side, nothing else', async () => {
+  test('an unchanged image copied again: the source root read once (GET; HEAD in registry-defaults), one HEAD on the target, nothing else', async () => {
     for (const [name, mode] of [['oci/multi', 'prefer-multiarch'], ['oci/single', 'prefer-multiarch'], ['docker/multi', 'registry-defaults']] as const) {
       const repo = `n/${name.replace('/', '-')}-${mode}`;
       const first = await copy({ source: `${src.host}/${name}:v1`, target: `${dst.host}/${repo}:v1`, mode });
@@ -493,7 +495,7 @@ describe('cost: skip, mount, no-op', () => {
       assert.equal(second.noop, true);
       assert.equal(second.digest, first.digest);
       assert.deepEqual(second.blobs, { copied: 0, skipped: 0, mounted: 0, bytes: 0 });
-      assert.deepEqual(s.requests.map((r) => `${r.method} ${r.path}`), [`HEAD /v2/${name}/manifests/v1`], name);
+      assert.deepEqual(s.requests.map((r) => `${r.method} ${r.path}`), [`${mode === 'registry-defaults' ? 'HEAD' : 'GET'} /v2/${name}/manifests/v1`], name);
       assert.deepEqual(t.requests.map((r) => `${r.method} ${r.path}`), [`HEAD /v2/${repo}/manifests/v1`], name);
     }
   });
@@ -507,6 +509,42 @@ describe('cost: skip, mount, no-op', () => {
     // The single-image HEAD says 404 (the registry cannot pick), so the full list is asked for.
     assert.deepEqual(s.requests.map((r) => r.method), ['HEAD', 'HEAD']);
     assert.deepEqual(t.requests.map((r) => r.method), ['HEAD']);
+  });
+
+  test('a cold copy reads the source root once, and asks the target for the root by digest before any blob', async () => {
+    const [s, t] = await Promise.all([proxy(src), proxy(dst)]);
+    const result = await copy({ source: `${s.host}/oci/multi:v1`, target: `${t.host}/n/cold-probe:v1` });
+    assert.equal(result.digest, multi.digest);
+    assert.deepEqual(s.requests.filter((r) => r.path.endsWith('/manifests/v1')).map((r) => r.method), ['GET'], 'the root: one GET, no HEAD before it');
+    assert.deepEqual(t.requests.slice(0, 2).map((r) => `${r.method} ${r.path}`), ['HEAD /v2/n/cold-probe/manifests/v1', `HEAD /v2/n/cold-probe/manifests/${multi.digest}`]);
+    assert.ok(t.requests.slice(2).every((r) => !(r.method === 'HEAD' && r.path.endsWith(`/manifests/${multi.digest}`))), 'the root is asked for once');
+    assert.ok(t.requests[2]?.path.includes('/blobs/'), 'blobs follow');
+    await assertSameTree('oci/multi:v1', 'n/cold-probe:v1', 'n/cold-probe');
+  });
+
+  test('a root already in the target under another tag: no blob is looked at, only the tag is written', async () => {
+    await copy({ source: `${src.host}/oci/multi:v1`, target: `${dst.host}/n/retag:one` });
+    const [s, t] = await Promise.all([proxy(src), proxy(dst)]);
+    const result = await copy({ source: `${s.host}/oci/multi:v1`, target: `${t.host}/n/retag:two` });
+    assert.equal(result.digest, multi.digest);
+    assert.deepEqual(result.blobs, { copied: 0, skipped: 0, mounted: 0, bytes: 0 });
+    assert.ok(!t.requests.some((r) => r.path.includes('/blobs/')), t.requests.map((r) => `${r.method} ${r.path}`).join('\n'));
+    assert.deepEqual(t.requests.filter((r) => r.method === 'PUT').map((r) => r.path), ['/v2/n/retag/manifests/two']);
+    assert.ok((await inspectRaw(`${dst.host}/n/retag:two`)).equals(multi.raw));
+  });
+
+  test('how the no-op check reads the source root', () => {
+    const cases: Array<[string, CopyMode, 'none' | 'GET' | 'HEAD']> = [
+      ['registry.example/app:v1', 'prefer-multiarch', 'GET'],
+      ['registry.example/app:v1', 'normalise-to-multiarch', 'GET'],
+      ['registry.example/app:v1', 'registry-defaults', 'HEAD'],
+      ['docker.io/library/alpine:3', 'prefer-multiarch', 'HEAD'],
+      ['alpine:3', 'prefer-multiarch', 'HEAD'],
+      ['index.docker.io/myorg/app:v1', 'prefer-multiarch', 'HEAD'],
+      [`registry.example/app@sha256:${'a'.repeat(64)}`, 'prefer-multiarch', 'none'],
+      [`alpine@sha256:${'a'.repeat(64)}`, 'registry-defaults', 'none'],
+    ];
+    for (const [source, mode, expected] of cases) assert.equal(noopSourceRead({ source: parseReference(source), mode }), expected, `${source} ${mode}`);
   });
 
   test('blobs already in the target are skipped after a HEAD, never downloaded', async () => {

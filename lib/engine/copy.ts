@@ -5,19 +5,20 @@
  * or tag that references missing content.
  *
  * Cheap when there is nothing to do: if the target tag already names the source digest (and no
- * option rewrites manifests), the copy costs one manifest HEAD on each side; if the planned root is
- * already in the target, only the tag is written.
+ * option rewrites manifests), the copy costs two requests, the source's root (GET, or HEAD on
+ * Docker Hub) and a HEAD of the target's tag, sent at once; if the planned root is already in the
+ * target, only the tag is written.
  */
 import { ErrorCodes, OciRelayError } from '../errors.js';
-import { MANIFEST_MEDIA_TYPES } from '../manifest/media-types.js';
+import { MANIFEST_MEDIA_TYPES, isSchema1MediaType } from '../manifest/media-types.js';
 import { parsePlatform, type PlatformFilter } from '../manifest/model.js';
-import type { Repository } from '../oci/client.js';
-import { formatReference, parseReference, type Reference } from '../ref/index.js';
+import type { FetchedManifest, Repository } from '../oci/client.js';
+import { DOCKER_HUB_REGISTRY, formatReference, parseReference, type Reference } from '../ref/index.js';
 import { sided, type CopyEvent } from './execute.js';
 import { ACCEPT_SINGLE_IMAGE, resolveSource, type CopyMode } from './graph.js';
 import { planCopy, type PlanOptions } from './plan.js';
 import { copyReferrers } from './referrers.js';
-import { executePlan, type CopyOptions, type CopyResult } from './run.js';
+import { executePlan, type CopyOptions, type CopyResult, type ExecuteArgs } from './run.js';
 
 export { RegistryLimits, executePlan, type BlobCounts, type CopyOptions, type CopyResult } from './run.js';
 
@@ -73,6 +74,17 @@ function rewritesManifests(request: ResolvedRequest): boolean {
   return request.platforms.length > 0 || Object.keys(request.annotations).length > 0 || request.mode === 'normalise-to-multiarch';
 }
 
+/**
+ * How the no-op check reads the source's root: not at all when the source is named by digest; by
+ * HEAD on Docker Hub (its pull-rate limit counts manifest GETs, not HEADs) and in
+ * registry-defaults mode (which may need two tries with different Accept headers); else by GET,
+ * whose bytes a copy that follows needs anyway.
+ */
+export function noopSourceRead(req: Pick<ResolvedRequest, 'source' | 'mode'>): 'none' | 'GET' | 'HEAD' {
+  if (req.source.digest) return 'none';
+  return req.mode === 'registry-defaults' || req.source.registry === DOCKER_HUB_REGISTRY ? 'HEAD' : 'GET';
+}
+
 function sourceReference(ref: Reference): string {
   return ref.digest ?? ref.tag ?? 'latest';
 }
@@ -102,32 +114,51 @@ export async function copyImage(request: CopyRequest, options: CopyOptions): Pro
     notes: [],
   };
 
-  // The near-free no-op: a HEAD on each side.
+  // The near-free no-op: the source's root and the target's tag, asked at once (the source by GET
+  // where a HEAD would save nothing: a manifest is a few KiB, and a copy that follows needs its
+  // bytes one round trip sooner; see noopSourceRead).
+  let prefetched: FetchedManifest | undefined;
+  let rootProbe: ExecuteArgs['rootProbe'];
   if (!rewritesManifests(req) && !request.referrers) {
-    const headSource = async (): Promise<{ digest: string | undefined; mediaType: string | undefined } | undefined> => {
-      if (req.source.digest) return { digest: req.source.digest, mediaType: undefined };
+    const readSource = async (): Promise<{ digest: string | undefined; mediaType: string | undefined } | undefined> => {
       const reference = sourceReference(req.source);
-      if (req.mode !== 'registry-defaults') return source.headManifest(reference, { accept: MANIFEST_MEDIA_TYPES });
-      // As resolveSource does: where the registry cannot pick a single image (404), the full list is what gets copied.
-      return (await source.headManifest(reference, { accept: ACCEPT_SINGLE_IMAGE })) ?? source.headManifest(reference, { accept: MANIFEST_MEDIA_TYPES });
+      switch (noopSourceRead(req)) {
+        case 'none':
+          return { digest: req.source.digest, mediaType: undefined };
+        case 'GET':
+          prefetched = await source.getManifest(reference, options.signal ? { signal: options.signal } : {});
+          return prefetched;
+        case 'HEAD':
+          if (req.mode !== 'registry-defaults') return source.headManifest(reference, { accept: MANIFEST_MEDIA_TYPES });
+          // As resolveSource does: where the registry cannot pick a single image (404), the full list is what gets copied.
+          return (await source.headManifest(reference, { accept: ACCEPT_SINGLE_IMAGE })) ?? source.headManifest(reference, { accept: MANIFEST_MEDIA_TYPES });
+      }
     };
     const [src, dst] = await Promise.all([
-      sided('source', headSource),
+      sided('source', readSource),
       sided('target', () => target.headManifest(targetReference(req.target, req.source.digest) as string)),
     ]);
     if (src?.digest && dst?.digest === src.digest) {
       return { ...result, digest: src.digest, mediaType: dst.mediaType ?? src.mediaType ?? '', noop: true };
     }
+    // Is the root in the target under another name (then only the tag is written)? Asked while the
+    // source's children are read, not after. A schema-1 root is converted: its digest changes.
+    if (src?.digest && !(src.mediaType && isSchema1MediaType(src.mediaType))) {
+      const digest = src.digest;
+      const head = sided('target', () => target.headManifest(digest));
+      head.catch(() => undefined); // awaited by executePlan; a failure before then must not go unhandled
+      rootProbe = { digest, head };
+    }
   }
 
-  const graph = await sided('source', () => resolveSource(source, sourceReference(req.source), { mode: req.mode, platforms: req.platforms, ...(options.signal ? { signal: options.signal } : {}) }));
+  const graph = await sided('source', () => resolveSource(source, sourceReference(req.source), { mode: req.mode, platforms: req.platforms, ...(prefetched ? { root: prefetched } : {}), ...(options.signal ? { signal: options.signal } : {}) }));
   const plan = planCopy(graph, planOptionsFor(req, request.includeForeignLayers ?? false));
   result.digest = plan.root.digest;
   result.mediaType = plan.root.mediaType;
   result.notes.push(...plan.notes);
   for (const note of plan.notes) options.onEvent?.({ type: 'note', message: note });
 
-  await executePlan(plan, { source, target, options, result });
+  await executePlan(plan, { source, target, options, result, ...(rootProbe ? { rootProbe } : {}) });
 
   if (request.referrers) {
     // Notes of the referrers step (rewritten manifests, skipped layers of referrers) belong to the result too.

@@ -12,7 +12,7 @@ import { MediaTypes, MANIFEST_MEDIA_TYPES, isIndexMediaType } from '../manifest/
 import { parseManifest, platformFromConfig, type Descriptor, type Manifest, type Platform, type PlatformFilter } from '../manifest/model.js';
 import { convertSchema1, parseSchema1, schema1Layers } from '../manifest/schema1.js';
 import { diffIdOf } from '../manifest/diff-id.js';
-import type { Repository } from '../oci/client.js';
+import type { FetchedManifest, Repository } from '../oci/client.js';
 import { readBytes } from '../oci/transport.js';
 import { selectEntries } from './plan.js';
 import { missingBlob } from './execute.js';
@@ -53,6 +53,8 @@ export interface SourceGraph {
 
 export interface ResolveOptions {
   mode: CopyMode;
+  /** The root manifest, already fetched as `mode` asks for it (copyImage's no-op check reads it). */
+  root?: FetchedManifest;
   platforms?: readonly PlatformFilter[];
   /** Manifests fetched at once. Default 8. */
   concurrency?: number;
@@ -66,7 +68,7 @@ export async function resolveSource(repo: Repository, reference: string, options
   const limit = pLimit(options.concurrency ?? 8);
   const graph: SourceGraph = { root: undefined as unknown as SourceNode, nodes: new Map(), configPlatforms: new Map(), generatedBlobs: new Map() };
 
-  const fetched = await fetchRoot(repo, reference, options.mode);
+  const fetched = options.root ?? (await fetchRoot(repo, reference, options.mode));
   let root: SourceNode = toNode(fetched);
   if (root.manifest.kind === 'schema1') {
     graph.convertedFrom = { digest: root.digest, mediaType: root.mediaType };
@@ -85,7 +87,7 @@ export async function resolveSource(repo: Repository, reference: string, options
   return graph;
 }
 
-async function fetchRoot(repo: Repository, reference: string, mode: CopyMode): Promise<Awaited<ReturnType<Repository['getManifest']>>> {
+async function fetchRoot(repo: Repository, reference: string, mode: CopyMode): Promise<FetchedManifest> {
   if (mode !== 'registry-defaults' || reference.includes(':')) return repo.getManifest(reference);
   try {
     const single = await repo.getManifest(reference, { accept: ACCEPT_SINGLE_IMAGE });

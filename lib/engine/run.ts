@@ -6,7 +6,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import pLimit from 'p-limit';
-import type { Repository } from '../oci/client.js';
+import type { ManifestHead, Repository } from '../oci/client.js';
 import { BlobLocations, commitManifest, copyBlob, sided, type BlobOutcome, type CopyEvent, type TransferContext } from './execute.js';
 import type { Plan, PlannedManifest } from './plan.js';
 import type { RegistryPool } from './registries.js';
@@ -75,10 +75,15 @@ export interface ExecuteArgs {
   target: Repository;
   options: CopyOptions;
   result: CopyResult;
+  /**
+   * A HEAD of the target by a digest, already sent: used for the root-present check when the
+   * planned root has that digest (copyImage sends it while the source is still being read).
+   */
+  rootProbe?: { digest: string; head: Promise<ManifestHead | undefined> };
 }
 
 /** Runs a plan against the target. Exported for the embedded pipeline and for referrers. */
-export async function executePlan(plan: Plan, { source, target, options, result }: ExecuteArgs): Promise<void> {
+export async function executePlan(plan: Plan, { source, target, options, result, rootProbe }: ExecuteArgs): Promise<void> {
   const controller = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
   // Every request in flight listens on this one signal (concurrency x hosts, plus sleeps): many
@@ -96,7 +101,7 @@ export async function executePlan(plan: Plan, { source, target, options, result 
   const hosts = [source.client.registry, target.client.registry];
 
   // Already there? Then every blob and child is there too (invariant 1 held when it was pushed).
-  const rootPresent = await sided('target', () => target.headManifest(plan.root.digest));
+  const rootPresent = rootProbe?.digest === plan.root.digest ? await rootProbe.head : await sided('target', () => target.headManifest(plan.root.digest));
   if (rootPresent) {
     result.noop = true;
     for (const tag of plan.tags) {
