@@ -1,9 +1,10 @@
 // Bundles every Lambda function with esbuild, with the options the CDK construct uses
 // (infra/bundling.ts), then imports each bundle in a fresh `node` process, as Lambda would: it
-// must load, export `handler`, leave out the AWS SDK and stay within its size budget.
+// must load, export `handler`, leave out the AWS SDK and stay within its size budget. And the
+// CLI's bundle (scripts/build.ts): what a command loads on start.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -25,6 +26,7 @@ import { EXAMPLE_TARGET_REGISTRY, exampleConfig } from '../infra/example-config.
 import { pushTestImage, randomBytes, receiveRecords, startRegistry, startS3, startSqs, tarOf, type RunningSqs } from './support/index.js';
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { PROTOCOL_VERSION } from '../lib/pipeline/messages.js';
+import { CLI_ENTRY, CLI_ESBUILD_OPTIONS, CLI_OUT_DIR } from '../scripts/build.js';
 
 const run = promisify(execFile);
 
@@ -222,5 +224,52 @@ describe('export bundle against real servers', () => {
     } finally {
       client.destroy();
     }
+  });
+});
+
+describe('the CLI bundle (scripts/build.ts)', () => {
+  // What a command loads before it does anything is what every invocation pays (bench target 3):
+  // the entry and the copy command's chunk, with everything they import statically.
+  test('the entry and the copy command load neither the AWS SDK nor child_process; export reaches the SDK only by dynamic import', async () => {
+    const outdir = join(root, 'cli');
+    const { metafile } = await build({ ...CLI_ESBUILD_OPTIONS, outdir, write: false, metafile: true });
+    const outputs = metafile.outputs;
+    const key = (path: string): string => relative(PROJECT_ROOT, path);
+    const entryOutput = (source: string): string => {
+      const found = Object.entries(outputs).find(([, o]) => o.entryPoint === key(source));
+      assert.ok(found, `no output for ${source}`);
+      return found[0];
+    };
+    /** Every output file and external reached from `start` through static imports and require() calls. */
+    const staticClosure = (start: string): Set<string> => {
+      const seen = new Set<string>([start]);
+      const queue = [start];
+      for (let file = queue.shift(); file; file = queue.shift()) {
+        for (const imported of outputs[file]?.imports ?? []) {
+          // A bundled CommonJS module's require() of an external counts too: most run on load.
+          if ((imported.kind !== 'import-statement' && imported.kind !== 'require-call') || seen.has(imported.path)) continue;
+          seen.add(imported.path);
+          if (!imported.external) queue.push(imported.path);
+        }
+      }
+      return seen;
+    };
+    const entry = entryOutput(CLI_ENTRY);
+    const copy = entryOutput(join(PROJECT_ROOT, 'lib', 'cli', 'commands', 'copy.ts'));
+    const startUp = new Set([...staticClosure(entry), ...staticClosure(copy)]);
+    const heavy = [...startUp].filter((p) => p.startsWith('@aws-sdk/') || p === 'node:child_process' || p === 'child_process');
+    assert.deepEqual(heavy, [], 'loaded by every copy');
+    // The entry itself is small: commands are chunks of their own.
+    assert.ok((outputs[entry]?.bytes ?? Infinity) < 16 * 1024, `the entry is ${outputs[entry]?.bytes} bytes`);
+    const dynamicSdk = Object.values(outputs).flatMap((o) => o.imports).filter((i) => i.path === '@aws-sdk/client-s3');
+    assert.ok(dynamicSdk.length > 0 && dynamicSdk.every((i) => i.kind === 'dynamic-import'), 'the S3 client is imported dynamically, where an export needs it');
+  });
+
+  test('dist/cli/bin.js is that bundle (test/run.mjs builds it before any test)', () => {
+    const bin = readFileSync(join(CLI_OUT_DIR, 'bin.js'), 'utf8');
+    assert.match(bin, /^#!\/usr\/bin\/env node\n/);
+    assert.ok(!/from ["']\.\/main\.js["']/.test(bin), 'the tsc output, not the bundle');
+    assert.match(bin, /from ["']\.\/chunks\/chunk-[A-Z0-9]+\.js["']/);
+    assert.equal(statSync(join(CLI_OUT_DIR, 'bin.js')).mode & 0o111, 0o111, 'executable');
   });
 });

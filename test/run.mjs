@@ -14,11 +14,12 @@ function find(dir) {
   return out;
 }
 
-// The CLI tests run dist/cli/bin.js as a user does: compile lib/ once, here, before any test
-// starts (test files running in parallel must not rebuild dist/ under each other's feet).
-const build = spawnSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'lib/tsconfig.json'], { stdio: 'inherit' });
+// The CLI tests run dist/cli/bin.js as a user does: build it (compile lib/, bundle the CLI) once,
+// here, before any test starts (test files running in parallel must not rebuild dist/ under each
+// other's feet).
+const build = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/build.ts'], { stdio: 'inherit' });
 if (build.status !== 0) {
-  console.error('test/run.mjs: compiling lib/ into dist/ failed');
+  console.error('test/run.mjs: building dist/ failed');
   process.exit(build.status ?? 1);
 }
 

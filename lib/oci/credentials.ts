@@ -3,7 +3,6 @@
  * the authenticator decides where they may be sent (only to that registry and its allowed token
  * realms). Providers never log and never put secrets into errors.
  */
-import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -217,11 +216,13 @@ function findAuthEntry(config: DockerConfig, registry: string): Credentials | un
  * "credentials not found": that is "no credentials", not an error. The helper's output is never
  * included in an error message, because it may hold the secret.
  */
-export function runCredentialHelper(name: string, server: string, timeoutMs: number): Promise<Credentials | undefined> {
+export async function runCredentialHelper(name: string, server: string, timeoutMs: number): Promise<Credentials | undefined> {
   if (!/^[A-Za-z0-9._-]+$/.test(name)) {
-    return Promise.reject(new OciRelayError(ErrorCodes.Config, `credential helper name ${JSON.stringify(name)} is not valid`));
+    throw new OciRelayError(ErrorCodes.Config, `credential helper name ${JSON.stringify(name)} is not valid`);
   }
   const program = `docker-credential-${name}`;
+  // Loaded here: child_process costs every start ~5 ms, and few setups have a helper.
+  const { spawn } = await import('node:child_process');
   return new Promise((resolve, reject) => {
     const child = spawn(program, ['get'], { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs });
     const out: Buffer[] = [];
