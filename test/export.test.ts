@@ -13,7 +13,7 @@ import { RegistryPool } from '../lib/engine/registries.js';
 import { exportImage } from '../lib/export/export.js';
 import { archiveSize, dockerEntries, layersEntries, registryBlob, ustarEncodable } from '../lib/export/formats.js';
 import { FileArchiveStore } from '../lib/ports/archive-store.js';
-import { choosePartSize, S3ArchiveStore, MiB } from '../lib/aws/s3-archive-store.js';
+import { choosePartSize, MultipartUpload, S3ArchiveStore, MiB } from '../lib/aws/s3-archive-store.js';
 import { digestOf } from '../lib/digest.js';
 import { MediaTypes } from '../lib/manifest/media-types.js';
 import { inspectConfigRaw, inspectRaw, makeTempDir, pushTestImage, pushTestIndex, skopeo, startProxy, startRegistry, startS3, tarOf, type PushedImage, type RunningProxy, type RunningRegistry, type RunningS3 } from './support/index.js';
@@ -241,6 +241,85 @@ describe('integrity', () => {
     assert.ok(!ustarEncodable(`blobs/sha512/${'a'.repeat(128)}`));
     const docker = dockerEntries(image, { repoTag: 'example.com/app:v1', blob: registryBlob(new Map()) });
     assert.deepEqual(docker.map((e) => e.name), ['manifest.json', `${digestOf('c').slice(7)}.json`, `${digestOf('l').slice(7)}.tar`, 'repositories']);
+  });
+});
+
+describe('S3 multipart writer (no S3: the part uploads are functions of the test)', () => {
+  const bytes = (n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => i % 251));
+  /** Writes `data` in odd-sized chunks and ends; resolves when the stream finished or failed. */
+  const feed = async (upload: MultipartUpload, data: Buffer): Promise<Error | undefined> => {
+    const done = new Promise<Error | undefined>((resolve) => {
+      upload.once('finish', () => resolve(undefined));
+      upload.once('error', (err) => resolve(err));
+    });
+    for (let at = 0; at < data.length; at += 3) if (!upload.write(data.subarray(at, at + 3))) await new Promise((r) => upload.once('drain', r));
+    upload.end();
+    return done;
+  };
+
+  test('parts carry their own bytes until accepted, at most `inFlight` upload at once, completion lists them in order', async () => {
+    const data = bytes(41); // 10 parts of 4 bytes and one of 1
+    let uploading = 0;
+    let most = 0;
+    const seen = new Map<number, Buffer>();
+    const upload = new MultipartUpload({
+      partSize: 4,
+      inFlight: 2,
+      start: async () => 'upload-1',
+      part: async (id, n, body) => {
+        assert.equal(id, 'upload-1');
+        most = Math.max(most, ++uploading);
+        const copy = Buffer.from(body);
+        // Later parts finish first: completion order must not matter, nor reuse of a finished part's buffer.
+        await new Promise((r) => setTimeout(r, n % 2 ? 5 : 1));
+        assert.ok(body.equals(copy), `part ${n}'s buffer was overwritten while it was uploading`);
+        seen.set(n, copy);
+        uploading -= 1;
+        return { PartNumber: n, ETag: `"etag-${n}"` };
+      },
+    });
+    assert.equal(await feed(upload, data), undefined);
+    const ended = await upload.ended;
+    assert.equal(ended.kind, 'multipart');
+    assert.equal(most, 2);
+    assert.deepEqual(ended.kind === 'multipart' ? ended.parts.map((p) => p.PartNumber) : [], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    assert.ok(Buffer.concat([...seen.keys()].sort((a, b) => a - b).map((n) => seen.get(n) as Buffer)).equals(data));
+  });
+
+  test('an archive smaller than one part opens no multipart upload', async () => {
+    let started = 0;
+    const upload = new MultipartUpload({ partSize: 64, inFlight: 2, start: async () => (started++, 'never'), part: async () => assert.fail('no part') });
+    assert.equal(await feed(upload, bytes(10)), undefined);
+    const ended = await upload.ended;
+    assert.equal(started, 0);
+    assert.ok(ended.kind === 'single' && ended.body.equals(bytes(10)));
+    assert.equal(await upload.uploadId, undefined);
+  });
+
+  test('a refused part fails the stream with its error, and queued parts are not sent', async () => {
+    const sent: number[] = [];
+    const upload = new MultipartUpload({
+      partSize: 4,
+      inFlight: 1,
+      start: async () => 'upload-2',
+      part: async (_id, n) => {
+        sent.push(n);
+        if (n === 2) throw new Error('part 2 refused');
+        return { PartNumber: n, ETag: `"${n}"` };
+      },
+    });
+    const failed = await feed(upload, bytes(40));
+    assert.match(String(failed?.message), /part 2 refused/);
+    await upload.idle();
+    assert.deepEqual(sent, [1, 2]);
+    await assert.rejects(upload.ended, /part 2 refused/);
+  });
+
+  test('more parts than S3 allows (an archive past its announced size) fail with a clear error', async () => {
+    const upload = new MultipartUpload({ partSize: 4, inFlight: 2, maxParts: 3, start: async () => 'upload-3', part: async (_id, n) => ({ PartNumber: n, ETag: `"${n}"` }) });
+    const failed = await feed(upload, bytes(13));
+    assert.equal((failed as Error & { code?: string })?.code, 'ERR_SIZE_MISMATCH');
+    assert.match(String(failed?.message), /outgrew S3's 3 parts of 4 bytes/);
   });
 });
 

@@ -162,10 +162,12 @@ export class S3ArchiveStore implements ArchiveStore {
 
 type Ended = { kind: 'single'; body: Buffer } | { kind: 'multipart'; uploadId: string; parts: CompletedPart[] };
 
-interface MultipartUploadOptions {
+export interface MultipartUploadOptions {
   partSize: number;
   /** Parts uploading at once. */
   inFlight: number;
+  /** Default S3_MAX_PARTS (10,000). */
+  maxParts?: number;
   /** Opens the multipart upload (when the first part is full: a small archive never opens one). */
   start(): Promise<string>;
   part(uploadId: string, partNumber: number, body: Buffer): Promise<CompletedPart>;
@@ -176,7 +178,7 @@ interface MultipartUploadOptions {
  * each full part while the next one fills. `ended` resolves once every byte is in S3 (or, for
  * an archive smaller than one part, with its bytes), for the store's commit to finish.
  */
-class MultipartUpload extends Writable {
+export class MultipartUpload extends Writable {
   /** Resolves with the upload id once opened (undefined if never opened, or failed to open). */
   readonly uploadId: Promise<string | undefined>;
   readonly ended: Promise<Ended>;
@@ -243,6 +245,14 @@ class MultipartUpload extends Writable {
 
   /** Queues the filled part; it uploads as soon as fewer than `inFlight` parts are uploading. */
   private send(): void {
+    const maxParts = this.upload.maxParts ?? S3_MAX_PARTS;
+    if (this.nextPart > maxParts) {
+      // Only an archive bigger than its announced size gets here (choosePartSize fits the size in
+      // 10,000 parts): say so, rather than let S3 refuse part 10,001 with InvalidArgument.
+      this.failure ??= new OciRelayError(ErrorCodes.SizeMismatch, `the archive outgrew S3's ${maxParts} parts of ${this.upload.partSize} bytes (more bytes than its announced size)`, { operation: 'S3 UploadPart' });
+      this.filling = undefined;
+      return;
+    }
     const buffer = this.filling as Buffer;
     this.ready.push({ partNumber: this.nextPart++, buffer, body: buffer.subarray(0, this.filled) });
     this.filling = undefined;
