@@ -4,7 +4,7 @@
  *
  * | variable                        | ingress | fanout | worker | export |
  * | ------------------------------- | :-----: | :----: | :----: | :----: |
- * | OCIRELAY_CONFIG                 |    x    |   x    |   x    |   x    |
+ * | OCIRELAY_CONFIG or _FILE        |    x    |   x    |   x    |   x    |
  * | REGISTRY_SECRETS                |         |   x    |   x    |   x    |
  * | ECR_CREATE_REPOSITORIES         |         |   x    |   x    |   x    |
  * | LOG_LEVEL, METRICS_NAMESPACE    |    x    |   x    |   x    |   x    |
@@ -29,6 +29,8 @@ import type { FunctionName } from './bundling.js';
 export const ENV = {
   /** JSON: `{ rules, webhooks, insecureRegistries }` (lib/rules/config.ts), validated at synth and at cold start; fan-out runs the scheduled sync's steps with its rules. */
   config: 'OCIRELAY_CONFIG',
+  /** Instead of OCIRELAY_CONFIG, for a configuration too large for Lambda's 4 KiB environment: the path of that JSON in the config layer. */
+  configFile: 'OCIRELAY_CONFIG_FILE',
   /** JSON: registry host -> Secrets Manager secret ARN or name. */
   registrySecrets: 'REGISTRY_SECRETS',
   /** 'true' | 'false': create a missing ECR target repository before pushing. */
@@ -57,8 +59,11 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 /** What the environments are made of (CloudFormation tokens in the construct, placeholders in tests). */
 export interface EnvironmentInputs {
-  /** The configuration, as JSON. */
-  readonly config: string;
+  /**
+   * The configuration: its JSON inline (OCIRELAY_CONFIG), or the path of a file holding it
+   * (OCIRELAY_CONFIG_FILE; the construct ships a large configuration in a layer).
+   */
+  readonly config: { readonly inline: string } | { readonly file: string };
   /** registry host -> secret ARN or name. */
   readonly registrySecrets: Readonly<Record<string, string>>;
   readonly ecrCreateRepositories: boolean;
@@ -78,7 +83,7 @@ export interface EnvironmentInputs {
 /** The environment of one function: the table above, in code. */
 export function functionEnvironment(fn: FunctionName, inputs: EnvironmentInputs): Record<string, string> {
   const common: Record<string, string> = {
-    [ENV.config]: inputs.config,
+    ...('file' in inputs.config ? { [ENV.configFile]: inputs.config.file } : { [ENV.config]: inputs.config.inline }),
     [ENV.logLevel]: inputs.logLevel,
     [ENV.metricsNamespace]: inputs.metricsNamespace,
     [ENV.fanoutFunctionName]: inputs.fanoutFunctionName,

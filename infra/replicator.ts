@@ -24,6 +24,9 @@
  *   for what the repository-scoped statements allow.
  * - No AWSLambdaBasicExecutionRole: each function may write only to its own log group.
  */
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { ArnFormat, Annotations, Duration, Names, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
@@ -48,7 +51,8 @@ import { DeadLetterQueue, SQS_CLASSIC_MAX_MESSAGE_BYTES, TaskQueue } from './tas
 /**
  * The replication configuration: `{ rules, webhooks, insecureRegistries }`, lib's schema
  * (lib/rules/config.ts). Validated at synth (a bad rule fails `cdk synth` with the field named)
- * and handed to every function as JSON in OCIRELAY_CONFIG. Webhook tokens and secrets should be
+ * and handed to every function as JSON in OCIRELAY_CONFIG, or, when larger than 2 KiB (Lambda
+ * allows 4 KiB of environment in all), in a layer (OCIRELAY_CONFIG_FILE). Webhook tokens and secrets should be
  * `{ secretsManager: ARN }`: ingress is granted exactly those secrets; an inline string would sit
  * in the template and the function's environment, and `{ env: NAME }` has no variable in Lambda
  * (synth warns about both).
@@ -357,9 +361,14 @@ export class OciReplicator extends Construct {
     // circular reference.
     const fanoutName = Names.uniqueResourceName(this, { maxLength: 57, separator: '-' }) + '-fanout';
     const fanoutArn = stack.formatArn({ service: 'lambda', resource: 'function', resourceName: fanoutName, arnFormat: ArnFormat.COLON_RESOURCE_NAME });
+    // The configuration travels in the environment when it leaves room for the rest of it (Lambda
+    // allows 4 KiB in all); a larger one goes in a layer every function mounts (no size limit that
+    // a rules file could reach), read from OCIRELAY_CONFIG_FILE.
+    const configJson = JSON.stringify(props.config);
+    const configLayer = Buffer.byteLength(configJson) > CONFIG_INLINE_MAX_BYTES ? configLayerOf(this, configJson) : undefined;
     const environment = (fn: FunctionName) =>
       functionEnvironment(fn, {
-        config: JSON.stringify(props.config),
+        config: configLayer ? { file: CONFIG_LAYER_FILE } : { inline: configJson },
         registrySecrets,
         ecrCreateRepositories,
         logLevel: props.logLevel ?? D.logLevel,
@@ -410,6 +419,8 @@ export class OciReplicator extends Construct {
       logRetention,
       environment: environment('export'),
     });
+
+    if (configLayer) for (const fn of [this.ingress, this.fanout, this.worker, this.exporter]) fn.function.addLayers(configLayer);
 
     // Ingress: the public webhook endpoint, authenticated in code (see the module comment); it
     // hands each request to fan-out with an asynchronous invoke, retried by Lambda, then parked.
@@ -518,7 +529,7 @@ export class OciReplicator extends Construct {
         if (ref === undefined) continue;
         if (typeof ref === 'string') {
           Annotations.of(this).addWarningV2('ocirelay:inlineWebhookSecret',
-            `webhook ${hook.path}: the ${field} is written inline, so it is in the template and in every function's environment; use { secretsManager: ARN }`);
+            `webhook ${hook.path}: the ${field} is written inline, so it is in the template and in every function's configuration (environment or config layer); use { secretsManager: ARN }`);
         } else if ('env' in ref) {
           Annotations.of(this).addWarningV2('ocirelay:envWebhookSecret',
             `webhook ${hook.path}: the ${field} refers to environment variable ${ref.env}, which the construct does not set; use { secretsManager: ARN }`);
@@ -552,4 +563,27 @@ function withDefaults<T extends object, O extends object>(defaults: T, options: 
   const out = { ...defaults } as Record<string, unknown>;
   for (const [key, value] of Object.entries(options ?? {})) if (value !== undefined) out[key] = value;
   return out as T & O;
+}
+
+/** The largest configuration (serialised) that travels in the environment rather than in a layer. */
+export const CONFIG_INLINE_MAX_BYTES = 2048;
+/** Where a function finds the configuration of the config layer (layers are mounted under /opt). */
+export const CONFIG_LAYER_FILE = '/opt/ocirelay/config.json';
+
+/**
+ * A layer holding only the configuration, at CONFIG_LAYER_FILE. Its asset is hashed by content,
+ * so an unchanged configuration publishes no new layer version, and a changed one updates every
+ * function at once, as a changed environment would.
+ */
+function configLayerOf(scope: Construct, configJson: string): lambda.LayerVersion {
+  const dir = mkdtempSync(join(tmpdir(), 'ocirelay-config-layer-'));
+  const relativePath = CONFIG_LAYER_FILE.replace(/^\/opt\//, '');
+  mkdirSync(join(dir, dirname(relativePath)), { recursive: true });
+  writeFileSync(join(dir, relativePath), configJson);
+  return new lambda.LayerVersion(scope, 'ConfigLayer', {
+    code: lambda.Code.fromAsset(dir),
+    description: 'ocirelay configuration (too large for the functions\' environment)',
+    compatibleRuntimes: [lambda.Runtime.NODEJS_22_X],
+    compatibleArchitectures: [lambda.Architecture.ARM_64],
+  });
 }

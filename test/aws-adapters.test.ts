@@ -3,6 +3,8 @@
 // they cache and for how long, and that no secret reaches an error. The Secrets Manager
 // credentials are also used for real against a basic-auth distribution registry.
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { CreateRepositoryCommand, DescribeRepositoriesCommand, ECRClient, GetAuthorizationTokenCommand } from '@aws-sdk/client-ecr';
@@ -13,7 +15,9 @@ import { ecrCredentials, ecrRegion, ecrRepositoryCreator, parseSecret, secretsMa
 import { digestOf } from '../lib/digest.js';
 import { RegistryPool } from '../lib/engine/registries.js';
 import { chainCredentials } from '../lib/oci/credentials.js';
-import { startRegistry, type RunningRegistry } from './support/index.js';
+import { makeTempDir, startRegistry, type RunningRegistry } from './support/index.js';
+import { configFromEnv } from '../lib/aws/env.js';
+import { OciRelayError } from '../lib/errors.js';
 
 type Sent = { name: string; input: Record<string, unknown> };
 
@@ -195,5 +199,29 @@ describe('LambdaInvoker', () => {
       assert.equal(err.retryable, true);
       return true;
     });
+  });
+});
+
+describe('configFromEnv', () => {
+  const config = { rules: [{ name: 'alpine-mirror', from: 'docker.io/library/alpine', to: 'registry.example.com/mirror/alpine' }] };
+
+  test('from OCIRELAY_CONFIG, or from the file OCIRELAY_CONFIG_FILE names (the construct\'s config layer)', () => {
+    const dir = makeTempDir('config-file');
+    const file = join(dir, 'config.json');
+    writeFileSync(file, JSON.stringify(config));
+    const inline = configFromEnv({ OCIRELAY_CONFIG: JSON.stringify(config) });
+    const fromFile = configFromEnv({ OCIRELAY_CONFIG_FILE: file });
+    assert.deepEqual(fromFile, inline);
+    assert.equal(fromFile?.rules[0]?.name, 'alpine-mirror');
+    assert.equal(configFromEnv({}), undefined);
+  });
+
+  test('both set, an unreadable file, a file that is not a configuration: clear errors naming the variable', () => {
+    const dir = makeTempDir('config-file');
+    const bad = join(dir, 'bad.json');
+    writeFileSync(bad, '{"rules": [{"from": 42}]}');
+    assert.throws(() => configFromEnv({ OCIRELAY_CONFIG: JSON.stringify(config), OCIRELAY_CONFIG_FILE: bad }), (err: OciRelayError) => err.code === 'ERR_CONFIG' && /both OCIRELAY_CONFIG and OCIRELAY_CONFIG_FILE are set/.test(err.message));
+    assert.throws(() => configFromEnv({ OCIRELAY_CONFIG_FILE: join(dir, 'missing.json') }), (err: OciRelayError) => err.code === 'ERR_CONFIG' && /OCIRELAY_CONFIG_FILE .*missing\.json cannot be read: ENOENT/.test(err.message));
+    assert.throws(() => configFromEnv({ OCIRELAY_CONFIG_FILE: bad }), (err: OciRelayError) => err.code === 'ERR_CONFIG' && err.message.includes(`OCIRELAY_CONFIG_FILE ${bad}`));
   });
 });

@@ -4,7 +4,7 @@
 // CLI's bundle (scripts/build.ts): what a command loads on start.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -56,7 +56,7 @@ const lambdaBasics = (name: FunctionName): Record<string, string> => ({
 /** The environment the construct sets (infra/environment.ts), with placeholder resource names. */
 const constructEnvironment = (name: FunctionName, config: unknown = exampleConfig(EXAMPLE_TARGET_REGISTRY)) =>
   functionEnvironment(name, {
-    config: JSON.stringify(config),
+    config: { inline: JSON.stringify(config) },
     registrySecrets: {},
     ecrCreateRepositories: false,
     logLevel: 'error',
@@ -191,6 +191,30 @@ for (const name of FUNCTION_NAMES) {
     });
   });
 }
+
+describe('ingress bundle with the configuration in a file (the config layer)', () => {
+  // The construct ships a configuration too large for the environment at OCIRELAY_CONFIG_FILE; the
+  // bundled handler must read it from there: the webhook it defines answers 401 without a token
+  // (an unknown path would answer 404, and no configuration at all would fail).
+  test('a webhook defined only in the file is served', async () => {
+    const dir = join(root, 'config-layer');
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, 'config.json');
+    writeFileSync(file, JSON.stringify({ ...exampleConfig(EXAMPLE_TARGET_REGISTRY), webhooks: [{ path: '/hooks/from-file', kind: 'distribution', token: 'bundle-test-token' }] }));
+    const env: Record<string, string> = { ...lambdaBasics('ingress'), ...constructEnvironment('ingress'), OCIRELAY_CONFIG_FILE: file };
+    delete env.OCIRELAY_CONFIG;
+    const event = { rawPath: '/hooks/from-file', headers: { 'content-type': 'application/json' }, body: '{}', isBase64Encoded: false, requestContext: { http: { method: 'POST', path: '/hooks/from-file' } } };
+    const script = [
+      `const m = await import(${JSON.stringify(pathToFileURL(outputOf('ingress').file).href)});`,
+      `const result = await m.handler(${JSON.stringify(event)}, { awsRequestId: 'bundle-test', getRemainingTimeInMillis: () => 60000 });`,
+      `process.stdout.write('\\nRESULT ' + JSON.stringify(result) + '\\n');`,
+    ].join('\n');
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { cwd: tmpdir(), env, timeout: 60_000 });
+    const result = JSON.parse((stdout.split('\n').find((l) => l.startsWith('RESULT ')) ?? 'RESULT null').slice('RESULT '.length)) as { statusCode: number; body: string };
+    assert.equal(result.statusCode, 401, result.body);
+    assert.match(result.body, /missing Authorization: Bearer/);
+  });
+});
 
 describe('export bundle against real servers', () => {
   // The S3 client is imported only when an export runs (a dynamic import() that esbuild leaves

@@ -2,7 +2,7 @@
 // example configuration, bundled for real with the local esbuild, once) and variants of the
 // construct's props (bundling skipped: the bundles are test/bundle.test.ts's business).
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
@@ -16,7 +16,7 @@ import { build } from 'esbuild';
 import { BUNDLE_FILE, ESBUILD_OPTIONS, FUNCTION_NAMES, PROJECT_ROOT, entryOf } from '../infra/bundling.js';
 import { ENV } from '../infra/environment.js';
 import { EXAMPLE_TARGET_REGISTRY, exampleConfig } from '../infra/example-config.js';
-import { OCI_REPLICATOR_DEFAULTS, OciReplicator, SCHEDULED_SYNC_EVENT, type OciReplicatorProps } from '../infra/replicator.js';
+import { CONFIG_LAYER_FILE, OCI_REPLICATOR_DEFAULTS, OciReplicator, SCHEDULED_SYNC_EVENT, type OciReplicatorProps } from '../infra/replicator.js';
 import { cdkBundlingOptions, LAMBDA_ENVIRONMENT_LIMIT_BYTES, type ReplicatorFunction } from '../infra/replicator-function.js';
 import { parseConfig } from '../lib/rules/config.js';
 import { OciRelayStack } from '../infra/stack.js';
@@ -650,8 +650,33 @@ describe('props', () => {
     assert.throws(() => variant({ fanout: { reservedConcurrentExecutions: 0 } }), /fanout\.reservedConcurrentExecutions must be a whole number of at least 1/);
     assert.throws(() => variant({ worker: { timeout: Duration.seconds(20) } }), /worker\.timeBudgetMargin must be shorter than worker\.timeout/);
     assert.throws(() => variant({ worker: { timeout: Duration.hours(3), timeBudgetMargin: Duration.seconds(1) } }), /exceeds SQS's 12 hours/);
-    const huge = { rules: Array.from({ length: 100 }, (_, i) => ({ from: `docker.io/library/image-${i}`, to: `registry.example.com/mirror/image-${i}` })) };
-    assert.throws(() => variant({ config: huge }), /environment would take about \d+ bytes; Lambda allows 4096 \(largest: OCIRELAY_CONFIG/);
+    // What still has to fit in the environment (the configuration does not: see the next test).
+    const manySecrets = Object.fromEntries(Array.from({ length: 60 }, (_, i) => [`registry-${i}.example.com`, `arn:aws:secretsmanager:eu-west-1:123456789012:secret:registry-${i}-AbCdEf`]));
+    assert.throws(() => variant({ registrySecrets: manySecrets }), /environment would take about \d+ bytes; Lambda allows 4096 \(largest: REGISTRY_SECRETS/);
+  });
+
+  test('a configuration too large for the environment travels in a layer that every function mounts', () => {
+    const huge = { rules: Array.from({ length: 100 }, (_, i) => ({ name: `image-${i}`, from: `docker.io/library/image-${i}`, to: `registry.example.com/mirror/image-${i}` })) };
+    assert.ok(Buffer.byteLength(JSON.stringify(huge)) > 4096, 'more than the whole environment may hold');
+    const { s, j } = variant({ config: huge });
+    const layers = resourcesOf('AWS::Lambda::LayerVersion', j);
+    assert.equal(layers.length, 1);
+    const [layerId, layer] = layers[0] as [string, Json];
+    assert.deepEqual(layer.Properties.CompatibleRuntimes, ['nodejs22.x']);
+    const functions = resourcesOf('AWS::Lambda::Function', j);
+    assert.equal(functions.length, 4);
+    for (const [id, fn] of functions) {
+      assert.deepEqual(fn.Properties.Layers, [{ Ref: layerId }], id);
+      assert.equal(fn.Properties.Environment.Variables[ENV.configFile], CONFIG_LAYER_FILE, id);
+      assert.equal(fn.Properties.Environment.Variables[ENV.config], undefined, `${id}: not in the environment as well`);
+    }
+    // The layer's content: the configuration at the path the functions read, and nothing else.
+    const assetDir = join(App.of(s)!.outdir, `asset.${String(layer.Properties.Content.S3Key).replace(/\.zip$/, '')}`);
+    assert.deepEqual(readdirSync(assetDir, { recursive: true }).map(String).sort(), ['ocirelay', join('ocirelay', 'config.json')]);
+    const shipped = readFileSync(join(assetDir, CONFIG_LAYER_FILE.replace(/^\/opt\//, '')), 'utf8');
+    assert.deepEqual(parseConfig(shipped, 'layer'), parseConfig(JSON.stringify(huge)));
+    // A configuration that fits stays in the environment: no layer.
+    assert.equal(resourcesOf('AWS::Lambda::LayerVersion', variant({ config: EXAMPLE_CONFIG }).j).length, 0);
   });
 });
 

@@ -4,6 +4,7 @@
  * invocations (connection pools, token caches, cached secrets). The stack (infra/) sets the
  * environment variables read here.
  */
+import { readFileSync } from 'node:fs';
 import { LambdaClient } from '@aws-sdk/client-lambda';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { ErrorCodes, OciRelayError } from '../errors.js';
@@ -41,13 +42,30 @@ function jsonEnv<T>(env: NodeJS.ProcessEnv, name: string, fallback: T): T {
   }
 }
 
-let cachedConfig: Config | undefined;
+let cachedConfig: { from: string; config: Config } | undefined;
 
+/**
+ * The rules: OCIRELAY_CONFIG (JSON), or OCIRELAY_CONFIG_FILE (the path of that JSON; the construct
+ * ships a configuration too large for Lambda's 4 KiB environment in a layer). Parsed once per
+ * process (per source).
+ */
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Config | undefined {
-  if (cachedConfig) return cachedConfig;
   const text = env.OCIRELAY_CONFIG;
-  cachedConfig = text ? parseConfig(text, 'OCIRELAY_CONFIG') : undefined;
-  return cachedConfig;
+  const file = env.OCIRELAY_CONFIG_FILE;
+  if (text && file) throw new OciRelayError(ErrorCodes.Config, 'both OCIRELAY_CONFIG and OCIRELAY_CONFIG_FILE are set: set one');
+  const from = file ? `file:${file}` : text ? `inline:${text}` : '';
+  if (!from) return undefined;
+  if (cachedConfig?.from === from) return cachedConfig.config;
+  let json = text as string;
+  if (file) {
+    try {
+      json = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new OciRelayError(ErrorCodes.Config, `OCIRELAY_CONFIG_FILE ${file} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    }
+  }
+  cachedConfig = { from, config: parseConfig(json, file ? `OCIRELAY_CONFIG_FILE ${file}` : 'OCIRELAY_CONFIG') };
+  return cachedConfig.config;
 }
 
 let pipeline: PipelineEnv | undefined;
