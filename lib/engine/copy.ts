@@ -5,15 +5,15 @@
  * or tag that references missing content.
  *
  * Cheap when there is nothing to do: if the target tag already names the source digest (and no
- * option rewrites manifests), the copy costs two requests, the source's root (GET, or HEAD on
- * Docker Hub) and a HEAD of the target's tag, sent at once; if the planned root is already in the
- * target, only the tag is written.
+ * option rewrites manifests), the copy costs one manifest HEAD on each side, sent at once (none on
+ * the source when it is named by digest; two in registry-defaults mode where the registry cannot
+ * pick a single image); if the planned root is already in the target, only the tag is written.
  */
 import { ErrorCodes, OciRelayError } from '../errors.js';
 import { MANIFEST_MEDIA_TYPES, isSchema1MediaType } from '../manifest/media-types.js';
 import { parsePlatform, type PlatformFilter } from '../manifest/model.js';
-import type { FetchedManifest, Repository } from '../oci/client.js';
-import { DOCKER_HUB_REGISTRY, formatReference, parseReference, type Reference } from '../ref/index.js';
+import type { Repository } from '../oci/client.js';
+import { formatReference, parseReference, type Reference } from '../ref/index.js';
 import { sided, type CopyEvent } from './execute.js';
 import { ACCEPT_SINGLE_IMAGE, resolveSource, type CopyMode } from './graph.js';
 import { planCopy, type PlanOptions } from './plan.js';
@@ -74,17 +74,6 @@ function rewritesManifests(request: ResolvedRequest): boolean {
   return request.platforms.length > 0 || Object.keys(request.annotations).length > 0 || request.mode === 'normalise-to-multiarch';
 }
 
-/**
- * How the no-op check reads the source's root: not at all when the source is named by digest; by
- * HEAD on Docker Hub (its pull-rate limit counts manifest GETs, not HEADs) and in
- * registry-defaults mode (which may need two tries with different Accept headers); else by GET,
- * whose bytes a copy that follows needs anyway.
- */
-export function noopSourceRead(req: Pick<ResolvedRequest, 'source' | 'mode'>): 'none' | 'GET' | 'HEAD' {
-  if (req.source.digest) return 'none';
-  return req.mode === 'registry-defaults' || req.source.registry === DOCKER_HUB_REGISTRY ? 'HEAD' : 'GET';
-}
-
 function sourceReference(ref: Reference): string {
   return ref.digest ?? ref.tag ?? 'latest';
 }
@@ -114,44 +103,35 @@ export async function copyImage(request: CopyRequest, options: CopyOptions): Pro
     notes: [],
   };
 
-  // The near-free no-op: the source's root and the target's tag, asked at once (the source by GET
-  // where a HEAD would save nothing: a manifest is a few KiB, and a copy that follows needs its
-  // bytes one round trip sooner; see noopSourceRead).
-  let prefetched: FetchedManifest | undefined;
+  // The near-free no-op: a HEAD on each side, at once. HEADs, not a GET of the source that a copy
+  // could reuse: the no-op is the common run (re-runs, scheduled syncs), and manifest GETs are
+  // what Docker Hub's pull-rate limit and registries' pull counts (Harbor, Quay) count.
   let rootProbe: ExecuteArgs['rootProbe'];
   if (!rewritesManifests(req) && !request.referrers) {
-    const readSource = async (): Promise<{ digest: string | undefined; mediaType: string | undefined } | undefined> => {
+    const headSource = async (): Promise<{ digest: string | undefined; mediaType: string | undefined } | undefined> => {
+      if (req.source.digest) return { digest: req.source.digest, mediaType: undefined };
       const reference = sourceReference(req.source);
-      switch (noopSourceRead(req)) {
-        case 'none':
-          return { digest: req.source.digest, mediaType: undefined };
-        case 'GET':
-          prefetched = await source.getManifest(reference, options.signal ? { signal: options.signal } : {});
-          return prefetched;
-        case 'HEAD':
-          if (req.mode !== 'registry-defaults') return source.headManifest(reference, { accept: MANIFEST_MEDIA_TYPES });
-          // As resolveSource does: where the registry cannot pick a single image (404), the full list is what gets copied.
-          return (await source.headManifest(reference, { accept: ACCEPT_SINGLE_IMAGE })) ?? source.headManifest(reference, { accept: MANIFEST_MEDIA_TYPES });
-      }
+      if (req.mode !== 'registry-defaults') return source.headManifest(reference, { accept: MANIFEST_MEDIA_TYPES });
+      // As resolveSource does: where the registry cannot pick a single image (404), the full list is what gets copied.
+      return (await source.headManifest(reference, { accept: ACCEPT_SINGLE_IMAGE })) ?? source.headManifest(reference, { accept: MANIFEST_MEDIA_TYPES });
     };
-    const [src, dst] = await Promise.all([
-      sided('source', readSource),
-      sided('target', () => target.headManifest(targetReference(req.target, req.source.digest) as string)),
-    ]);
+    const targetRef = targetReference(req.target, req.source.digest) as string;
+    const [src, dst] = await Promise.all([sided('source', headSource), sided('target', () => target.headManifest(targetRef))]);
     if (src?.digest && dst?.digest === src.digest) {
       return { ...result, digest: src.digest, mediaType: dst.mediaType ?? src.mediaType ?? '', noop: true };
     }
     // Is the root in the target under another name (then only the tag is written)? Asked while the
-    // source's children are read, not after. A schema-1 root is converted: its digest changes.
+    // source is read, not after planning. A schema-1 root is converted: its digest changes.
     if (src?.digest && !(src.mediaType && isSchema1MediaType(src.mediaType))) {
       const digest = src.digest;
-      const head = sided('target', () => target.headManifest(digest));
+      // A target addressed by that very digest has answered already.
+      const head = targetRef === digest ? Promise.resolve(dst) : sided('target', () => target.headManifest(digest));
       head.catch(() => undefined); // awaited by executePlan; a failure before then must not go unhandled
       rootProbe = { digest, head };
     }
   }
 
-  const graph = await sided('source', () => resolveSource(source, sourceReference(req.source), { mode: req.mode, platforms: req.platforms, ...(prefetched ? { root: prefetched } : {}), ...(options.signal ? { signal: options.signal } : {}) }));
+  const graph = await sided('source', () => resolveSource(source, sourceReference(req.source), { mode: req.mode, platforms: req.platforms, ...(options.signal ? { signal: options.signal } : {}) }));
   const plan = planCopy(graph, planOptionsFor(req, request.includeForeignLayers ?? false));
   result.digest = plan.root.digest;
   result.mediaType = plan.root.mediaType;

@@ -53,8 +53,6 @@ export interface SourceGraph {
 
 export interface ResolveOptions {
   mode: CopyMode;
-  /** The root manifest, already fetched as `mode` asks for it (copyImage's no-op check reads it). */
-  root?: FetchedManifest;
   platforms?: readonly PlatformFilter[];
   /** Manifests fetched at once. Default 8. */
   concurrency?: number;
@@ -68,7 +66,7 @@ export async function resolveSource(repo: Repository, reference: string, options
   const limit = pLimit(options.concurrency ?? 8);
   const graph: SourceGraph = { root: undefined as unknown as SourceNode, nodes: new Map(), configPlatforms: new Map(), generatedBlobs: new Map() };
 
-  const fetched = options.root ?? (await fetchRoot(repo, reference, options.mode));
+  const fetched = await fetchRoot(repo, reference, options.mode);
   let root: SourceNode = toNode(fetched);
   if (root.manifest.kind === 'schema1') {
     graph.convertedFrom = { digest: root.digest, mediaType: root.mediaType };
