@@ -16,7 +16,7 @@ import { FileArchiveStore } from '../lib/ports/archive-store.js';
 import { choosePartSize, MultipartUpload, S3ArchiveStore, MiB } from '../lib/aws/s3-archive-store.js';
 import { digestOf } from '../lib/digest.js';
 import { MediaTypes } from '../lib/manifest/media-types.js';
-import { inspectConfigRaw, inspectRaw, makeTempDir, pushTestImage, pushTestIndex, skopeo, startProxy, startRegistry, startS3, tarOf, type PushedImage, type RunningProxy, type RunningRegistry, type RunningS3 } from './support/index.js';
+import { inspectConfigRaw, inspectRaw, makeTempDir, pollUntil, pushTestImage, pushTestIndex, skopeo, startProxy, startRegistry, startS3, tarOf, type PushedImage, type RunningProxy, type RunningRegistry, type RunningS3 } from './support/index.js';
 
 const exec = promisify(execFile);
 
@@ -315,6 +315,41 @@ describe('S3 multipart writer (no S3: the part uploads are functions of the test
     await assert.rejects(upload.ended, /part 2 refused/);
   });
 
+  test('exactly one part, an empty archive: one PutObject; an exact multiple of the part size: no empty last part', async () => {
+    for (const [size, kind, parts] of [[4, 'single', 0], [0, 'single', 0], [12, 'multipart', 3]] as const) {
+      const sent: number[] = [];
+      const upload = new MultipartUpload({ partSize: 4, inFlight: 2, start: async () => 'upload-4', part: async (_id, n, body) => (sent.push(body.length), { PartNumber: n, ETag: `"${n}"` }) });
+      assert.equal(await feed(upload, bytes(size)), undefined);
+      const ended = await upload.ended;
+      assert.equal(ended.kind, kind, `${size} bytes`);
+      if (ended.kind === 'single') assert.ok(ended.body.equals(bytes(size)));
+      assert.deepEqual(sent, Array(parts).fill(4), `${size} bytes`);
+    }
+  });
+
+  test('destroyed while a write waits for a free buffer: the write is answered, idle() settles, nothing more is sent', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const sent: number[] = [];
+    const upload = new MultipartUpload({ partSize: 4, inFlight: 1, start: async () => 'upload-5', part: async (_id, n) => (sent.push(n), await gate, { PartNumber: n, ETag: `"${n}"` }) });
+    const answered = new Promise<Error | null | undefined>((resolve) => upload.write(bytes(40), (err) => resolve(err)));
+    upload.on('error', () => undefined);
+    await pollUntil(() => (sent.length === 1 ? true : undefined), { timeoutMs: 5000, what: 'part 1 uploading' });
+    upload.destroy(new Error('stop'));
+    assert.match(String((await answered)?.message), /stop/);
+    release();
+    await upload.idle();
+    assert.deepEqual(sent, [1], 'queued parts are dropped once the stream failed');
+    await assert.rejects(upload.ended, /stop/);
+  });
+
+  test('a CreateMultipartUpload that fails fails the stream; there is no upload id to abort', async () => {
+    const upload = new MultipartUpload({ partSize: 4, inFlight: 2, start: async () => Promise.reject(new Error('create refused')), part: async () => assert.fail('no part without an upload') });
+    const failed = await feed(upload, bytes(20));
+    assert.match(String(failed?.message), /create refused/);
+    assert.equal(await upload.uploadId, undefined);
+  });
+
   test('more parts than S3 allows (an archive past its announced size) fail with a clear error', async () => {
     const upload = new MultipartUpload({ partSize: 4, inFlight: 2, maxParts: 3, start: async () => 'upload-3', part: async (_id, n) => ({ PartNumber: n, ETag: `"${n}"` }) });
     const failed = await feed(upload, bytes(13));
@@ -384,8 +419,10 @@ describe('S3 sink', () => {
       const uploader = new S3Client({ endpoint: s3proxy.url, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, requestChecksumCalculation: 'WHEN_SUPPORTED' });
       let inFlight = 0;
       let mostInFlight = 0;
+      let completedParts: Array<{ PartNumber?: number; ChecksumCRC32?: string }> = [];
       uploader.middlewareStack.add(
         (next, context) => async (args) => {
+          if (context.commandName === 'CompleteMultipartUploadCommand') completedParts = (args.input as { MultipartUpload: { Parts: typeof completedParts } }).MultipartUpload.Parts;
           if (context.commandName !== 'UploadPartCommand') return next(args);
           mostInFlight = Math.max(mostInFlight, ++inFlight);
           try {
@@ -413,7 +450,10 @@ describe('S3 sink', () => {
         const crc = Buffer.alloc(4);
         crc.writeUInt32BE(crc32(bytes));
         assert.equal(part.headers['x-amz-checksum-crc32'], crc.toString('base64'), `part ${n} was sent with bytes other than its own`);
+        // The completion lists each part's checksum (S3 requires it for an upload created with CRC32).
+        assert.equal(completedParts[n - 1]?.ChecksumCRC32, crc.toString('base64'), `part ${n} in CompleteMultipartUpload`);
       }
+      assert.deepEqual(completedParts.map((p) => p.PartNumber), parts.map((_, i) => i + 1));
       const object = await client().send(new GetObjectCommand({ Bucket: s3.bucket, Key: key }));
       const body = Buffer.from(await (object.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
       assert.ok(body.equals(archive), 'the object is byte-identical to the file export');
@@ -441,6 +481,27 @@ describe('S3 sink', () => {
       assert.match(last?.path ?? '', /[?&]uploadId=/);
       assert.ok(!s3proxy.requests.some((r) => r.method === 'POST' && /[?&]uploadId=/.test(r.path)), 'CompleteMultipartUpload must never be sent');
       await assert.rejects(client().send(new HeadObjectCommand({ Bucket: s3.bucket, Key: key })), (err: Error) => err.name === 'NotFound');
+    } finally {
+      await s3proxy.stop();
+    }
+  });
+
+  test('abort cancels parts S3 has not answered, then sends AbortMultipartUpload at once', { timeout: 30_000 }, async () => {
+    const s3proxy = await startProxy(s3.endpoint);
+    let held = 0;
+    // UploadPart requests are held and never answered: only a cancelled request lets abort go on.
+    s3proxy.intercept = (req) => (req.method === 'PUT' && /[?&]partNumber=/.test(req.path) ? new Promise(() => void held++) : undefined);
+    try {
+      const store = new S3ArchiveStore({ client: new S3Client({ endpoint: s3proxy.url, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, requestChecksumCalculation: 'WHEN_REQUIRED' }) });
+      const writer = await store.create(`s3://${s3.bucket}/exports/held.tar`, { size: 40 * MiB, contentType: 'application/x-tar', metadata: {} });
+      writer.stream.on('error', () => undefined);
+      for (let i = 0; i < 11; i++) writer.stream.write(randomBytes(MiB));
+      await pollUntil(() => (held >= 2 ? true : undefined), { timeoutMs: 10_000, what: 'two parts held by the proxy' });
+      await writer.abort(new Error('stopped by the test'));
+      const last = s3proxy.requests.at(-1);
+      assert.equal(last?.method, 'DELETE');
+      assert.match(last?.path ?? '', /[?&]uploadId=/);
+      await assert.rejects(writer.commit(), /stopped by the test/);
     } finally {
       await s3proxy.stop();
     }

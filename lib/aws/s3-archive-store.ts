@@ -25,6 +25,7 @@
  * The SDK is imported on first use, so that commands that never touch S3 do not pay for it.
  */
 import { Writable } from 'node:stream';
+import { crc32 } from 'node:zlib';
 import { ErrorCodes, OciRelayError } from '../errors.js';
 import type { ArchiveInfo, ArchiveStore, ArchiveWriter } from '../ports/archive-store.js';
 import type { CompletedPart, S3Client } from '@aws-sdk/client-s3';
@@ -65,6 +66,13 @@ export function choosePartSize(size: number | undefined): number {
   if (!size || size <= S3_MIN_PART * S3_MAX_PARTS) return S3_MIN_PART;
   if (size > S3_MAX_OBJECT) throw new OciRelayError(ErrorCodes.Unsupported, `an archive of ${size} bytes exceeds the S3 object limit of ${S3_MAX_OBJECT} bytes`);
   return Math.ceil(size / S3_MAX_PARTS / MiB) * MiB;
+}
+
+/** A CRC32 as S3 wants it: the four bytes big-endian, in base64. */
+export function crc32Base64(bytes: Uint8Array): string {
+  const out = Buffer.alloc(4);
+  out.writeUInt32BE(crc32(bytes));
+  return out.toString('base64');
 }
 
 /** S3 metadata values travel as HTTP headers: printable ASCII only. */
@@ -108,6 +116,10 @@ export class S3ArchiveStore implements ArchiveStore {
       ...(this.options.kmsKeyId ? { SSEKMSKeyId: this.options.kmsKeyId } : {}),
     };
     const where = `s3://${bucket}/${key}`;
+    // Aborting the export cancels the requests in flight (a part and its SDK retries), so that
+    // AbortMultipartUpload need not wait for them.
+    const cancel = new AbortController();
+    const sending = { abortSignal: cancel.signal };
     const failed = (operation: string, err: unknown): OciRelayError =>
       err instanceof OciRelayError ? err : new OciRelayError(ErrorCodes.Network, `${operation} for ${where} failed: ${(err as Error).name}: ${(err as Error).message}`, { cause: err, operation: `S3 ${operation}`, retryable: true });
 
@@ -115,17 +127,21 @@ export class S3ArchiveStore implements ArchiveStore {
       partSize,
       inFlight,
       start: async () => {
-        const created = await client.send(new sdk.CreateMultipartUploadCommand({ ...object, ...(withChecksums ? { ChecksumAlgorithm: 'CRC32' as const } : {}) })).catch((err: unknown) => {
+        const created = await client.send(new sdk.CreateMultipartUploadCommand({ ...object, ...(withChecksums ? { ChecksumAlgorithm: 'CRC32' as const } : {}) }), sending).catch((err: unknown) => {
           throw failed('CreateMultipartUpload', err);
         });
         if (!created.UploadId) throw new OciRelayError(ErrorCodes.Network, `CreateMultipartUpload for ${where} returned no upload id`, { operation: 'S3 CreateMultipartUpload' });
         return created.UploadId;
       },
       part: async (uploadId, partNumber, body) => {
-        const sent = await client.send(new sdk.UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length, ...(withChecksums ? { ChecksumAlgorithm: 'CRC32' as const } : {}) })).catch((err: unknown) => {
+        // The part's CRC32, computed here (not left to the SDK, nor taken from S3's answer): S3
+        // checks it against the bytes, and the completion must list it for an upload created
+        // with a checksum algorithm.
+        const checksum = withChecksums ? { ChecksumCRC32: crc32Base64(body) } : {};
+        const sent = await client.send(new sdk.UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length, ...checksum }), sending).catch((err: unknown) => {
           throw failed(`UploadPart ${partNumber}`, err);
         });
-        return { PartNumber: partNumber, ETag: sent.ETag, ...(sent.ChecksumCRC32 ? { ChecksumCRC32: sent.ChecksumCRC32 } : {}) };
+        return { PartNumber: partNumber, ETag: sent.ETag, ...checksum };
       },
     });
 
@@ -150,8 +166,10 @@ export class S3ArchiveStore implements ArchiveStore {
         if (state !== 'open') return;
         state = 'aborted';
         upload.destroy(reason instanceof Error ? reason : new Error('export aborted'));
-        // Parts still uploading could land after an abort and be billed until the lifecycle rule
-        // removes them (S3 API reference, AbortMultipartUpload): wait for them first.
+        cancel.abort();
+        // A part still uploading could land after AbortMultipartUpload and be billed until the
+        // lifecycle rule removes it (S3 API reference, AbortMultipartUpload): its request is
+        // cancelled above, and settles before the abort is sent.
         await upload.idle();
         const uploadId = await upload.uploadId;
         if (uploadId) await client.send(new sdk.AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId })).catch(() => undefined);
@@ -217,6 +235,8 @@ export class MultipartUpload extends Writable {
   private fill(chunk: Buffer, offset: number, callback: (err?: Error | null) => void): void {
     while (offset < chunk.length) {
       if (this.failure) return callback(this.failure);
+      // A full part goes when more bytes come: an archive of exactly one part is one PutObject.
+      if (this.filling && this.filled === this.filling.length) this.send();
       if (!this.filling) {
         const buffer = this.take();
         if (!buffer) {
@@ -229,7 +249,6 @@ export class MultipartUpload extends Writable {
       const copied = chunk.copy(this.filling, this.filled, offset);
       offset += copied;
       this.filled += copied;
-      if (this.filled === this.filling.length) this.send();
     }
     callback();
   }
@@ -294,7 +313,7 @@ export class MultipartUpload extends Writable {
 
   override _final(callback: (err?: Error | null) => void): void {
     if (!this.opening) {
-      // Smaller than one part: no multipart upload at all.
+      // One part at most: no multipart upload at all.
       this.resolveUploadId(undefined);
       this.resolveEnded({ kind: 'single', body: this.filling ? this.filling.subarray(0, this.filled) : Buffer.alloc(0) });
       return callback();
