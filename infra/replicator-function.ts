@@ -12,6 +12,28 @@ export const LAMBDA_ENVIRONMENT_LIMIT_BYTES = 4096;
 /** What an unresolved token (a queue URL, a function name) is assumed to take once deployed. */
 const TOKEN_SIZE_ESTIMATE = 160;
 
+/** The runtime and architecture of every function (and of the config layer, which must match). */
+export const FUNCTION_RUNTIME = lambda.Runtime.NODEJS_22_X;
+export const FUNCTION_ARCHITECTURE = lambda.Architecture.ARM_64;
+
+/**
+ * The size Lambda will count for an environment (keys + values), each unresolved token taken at
+ * TOKEN_SIZE_ESTIMATE bytes wherever it sits in a value (a configuration may hold a few).
+ */
+export function environmentSize(environment: Readonly<Record<string, string>>): number {
+  let size = 0;
+  for (const [key, value] of Object.entries(environment)) {
+    size += Buffer.byteLength(key);
+    if (!Token.isUnresolved(value)) {
+      size += Buffer.byteLength(value);
+      continue;
+    }
+    const tokens = value.match(/\$\{Token\[[^\]]*\]\}/g) ?? [];
+    size += tokens.length ? Buffer.byteLength(value.replace(/\$\{Token\[[^\]]*\]\}/g, '')) + tokens.length * TOKEN_SIZE_ESTIMATE : TOKEN_SIZE_ESTIMATE;
+  }
+  return size;
+}
+
 export interface ReplicatorFunctionProps {
   /** Which handler (functions/NAME.ts, export `handler`). */
   readonly name: FunctionName;
@@ -75,8 +97,8 @@ export class ReplicatorFunction extends Construct {
       handler: 'handler',
       projectRoot: PROJECT_ROOT,
       depsLockFilePath: LOCK_FILE,
-      runtime: lambda.Runtime.NODEJS_22_X,
-      architecture: lambda.Architecture.ARM_64,
+      runtime: FUNCTION_RUNTIME,
+      architecture: FUNCTION_ARCHITECTURE,
       memorySize: props.memorySize,
       timeout: props.timeout,
       role: this.role,
@@ -97,20 +119,16 @@ export class ReplicatorFunction extends Construct {
 
 /**
  * Lambda refuses a function whose environment exceeds 4 KiB, at deploy time and with a terse
- * message. Fail at synth instead, naming the cause (usually a large OCIRELAY_CONFIG).
+ * message. Fail at synth instead, naming the largest variable (a large configuration goes in a
+ * layer instead, so this is about the rest: REGISTRY_SECRETS, say).
  */
 function checkEnvironmentSize(scope: Construct, name: string, environment: Readonly<Record<string, string>>): void {
-  let size = 0;
-  for (const [key, value] of Object.entries(environment)) {
-    size += Buffer.byteLength(key) + (Token.isUnresolved(value) ? TOKEN_SIZE_ESTIMATE : Buffer.byteLength(value));
-  }
+  const size = environmentSize(environment);
   if (size > LAMBDA_ENVIRONMENT_LIMIT_BYTES) {
-    const largest = Object.entries(environment)
-      .filter(([, value]) => !Token.isUnresolved(value))
-      .sort(([, a], [, b]) => b.length - a.length)[0];
+    const largest = Object.entries(environment).sort(([, a], [, b]) => b.length - a.length)[0];
     throw new Error(
       `${scope.node.path}: the ${name} function's environment would take about ${size} bytes; Lambda allows ${LAMBDA_ENVIRONMENT_LIMIT_BYTES}` +
-        (largest ? ` (largest: ${largest[0]}, ${largest[1].length} bytes). Shorten the configuration.` : '.'),
+        (largest ? ` (largest: ${largest[0]}, ${largest[1].length} bytes).` : '.'),
     );
   }
 }

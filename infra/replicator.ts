@@ -24,10 +24,11 @@
  *   for what the repository-scoped statements allow.
  * - No AWSLambdaBasicExecutionRole: each function may write only to its own log group.
  */
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { ArnFormat, Annotations, Duration, Names, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { ArnFormat, Annotations, Duration, Names, RemovalPolicy, Stack, Token } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -42,17 +43,17 @@ import { Construct } from 'constructs';
 import type { z } from 'zod';
 import { MAX_ANNOTATIONS_BYTES, MAX_MESSAGE_BYTES } from '../lib/pipeline/messages.js';
 import { parseConfig, type Config, type ConfigSchema, type SecretRef } from '../lib/rules/config.js';
-import type { FunctionName } from './bundling.js';
-import { functionEnvironment, type LogLevel } from './environment.js';
+import { FUNCTION_NAMES, type FunctionName } from './bundling.js';
+import { functionEnvironment, type EnvironmentInputs, type LogLevel } from './environment.js';
 import { ExportBucket } from './export-bucket.js';
-import { ReplicatorFunction } from './replicator-function.js';
+import { environmentSize, FUNCTION_ARCHITECTURE, FUNCTION_RUNTIME, LAMBDA_ENVIRONMENT_LIMIT_BYTES, ReplicatorFunction } from './replicator-function.js';
 import { DeadLetterQueue, SQS_CLASSIC_MAX_MESSAGE_BYTES, TaskQueue } from './task-queue.js';
 
 /**
  * The replication configuration: `{ rules, webhooks, insecureRegistries }`, lib's schema
  * (lib/rules/config.ts). Validated at synth (a bad rule fails `cdk synth` with the field named)
- * and handed to every function as JSON in OCIRELAY_CONFIG, or, when larger than 2 KiB (Lambda
- * allows 4 KiB of environment in all), in a layer (OCIRELAY_CONFIG_FILE). Webhook tokens and secrets should be
+ * and handed to every function as JSON in OCIRELAY_CONFIG, or, when the functions' environments
+ * would not fit in Lambda's 4 KiB with it, in a layer (OCIRELAY_CONFIG_FILE). Webhook tokens and secrets should be
  * `{ secretsManager: ARN }`: ingress is granted exactly those secrets; an inline string would sit
  * in the template and the function's environment, and `{ env: NAME }` has no variable in Lambda
  * (synth warns about both).
@@ -361,14 +362,13 @@ export class OciReplicator extends Construct {
     // circular reference.
     const fanoutName = Names.uniqueResourceName(this, { maxLength: 57, separator: '-' }) + '-fanout';
     const fanoutArn = stack.formatArn({ service: 'lambda', resource: 'function', resourceName: fanoutName, arnFormat: ArnFormat.COLON_RESOURCE_NAME });
-    // The configuration travels in the environment when it leaves room for the rest of it (Lambda
-    // allows 4 KiB in all); a larger one goes in a layer every function mounts (no size limit that
-    // a rules file could reach), read from OCIRELAY_CONFIG_FILE.
+    // The configuration travels in the environment when every function's environment still fits
+    // in Lambda's 4 KiB; else in a layer every function mounts (no size limit a rules file could
+    // reach), read from OCIRELAY_CONFIG_FILE.
     const configJson = JSON.stringify(props.config);
-    const configLayer = Buffer.byteLength(configJson) > CONFIG_INLINE_MAX_BYTES ? configLayerOf(this, configJson) : undefined;
-    const environment = (fn: FunctionName) =>
+    const environmentWith = (fn: FunctionName, config: EnvironmentInputs['config']) =>
       functionEnvironment(fn, {
-        config: configLayer ? { file: CONFIG_LAYER_FILE } : { inline: configJson },
+        config,
         registrySecrets,
         ecrCreateRepositories,
         logLevel: props.logLevel ?? D.logLevel,
@@ -383,6 +383,14 @@ export class OciReplicator extends Construct {
         workerTimeBudgetMarginMs: workerOpts.timeBudgetMargin.toMilliseconds(),
         exportTimeBudgetMarginMs: exportOpts.timeBudgetMargin.toMilliseconds(),
       });
+    const inlineFits = FUNCTION_NAMES.every((fn) => environmentSize(environmentWith(fn, { inline: configJson })) <= LAMBDA_ENVIRONMENT_LIMIT_BYTES);
+    if (!inlineFits && Token.isUnresolved(configJson)) {
+      // A layer is a file made at synth: a token (a secret's ARN from a construct) would be
+      // written as its placeholder, and ingress would look up "${Token[...]}" at run time.
+      throw new Error(`${this.node.path}: the configuration is too large for the functions' environment, so it must go in a layer, which cannot hold CDK tokens (such as a secret construct's secretArn); write those ARNs out as strings`);
+    }
+    const configLayer = inlineFits ? undefined : configLayerOf(this, configJson);
+    const environment = (fn: FunctionName) => environmentWith(fn, configLayer ? { file: CONFIG_LAYER_FILE } : { inline: configJson });
 
     this.ingress = new ReplicatorFunction(this, 'Ingress', {
       name: 'ingress',
@@ -565,8 +573,6 @@ function withDefaults<T extends object, O extends object>(defaults: T, options: 
   return out as T & O;
 }
 
-/** The largest configuration (serialised) that travels in the environment rather than in a layer. */
-export const CONFIG_INLINE_MAX_BYTES = 2048;
 /** Where a function finds the configuration of the config layer (layers are mounted under /opt). */
 export const CONFIG_LAYER_FILE = '/opt/ocirelay/config.json';
 
@@ -576,14 +582,15 @@ export const CONFIG_LAYER_FILE = '/opt/ocirelay/config.json';
  * function at once, as a changed environment would.
  */
 function configLayerOf(scope: Construct, configJson: string): lambda.LayerVersion {
-  const dir = mkdtempSync(join(tmpdir(), 'ocirelay-config-layer-'));
+  // Named by content: every synth of one configuration reuses one directory.
+  const dir = join(tmpdir(), `ocirelay-config-layer-${createHash('sha256').update(configJson).digest('hex').slice(0, 16)}`);
   const relativePath = CONFIG_LAYER_FILE.replace(/^\/opt\//, '');
   mkdirSync(join(dir, dirname(relativePath)), { recursive: true });
   writeFileSync(join(dir, relativePath), configJson);
   return new lambda.LayerVersion(scope, 'ConfigLayer', {
     code: lambda.Code.fromAsset(dir),
     description: 'ocirelay configuration (too large for the functions\' environment)',
-    compatibleRuntimes: [lambda.Runtime.NODEJS_22_X],
-    compatibleArchitectures: [lambda.Architecture.ARM_64],
+    compatibleRuntimes: [FUNCTION_RUNTIME],
+    compatibleArchitectures: [FUNCTION_ARCHITECTURE],
   });
 }

@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { App, Duration, Stack, type CfnElement } from 'aws-cdk-lib';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import { build } from 'esbuild';
 import { BUNDLE_FILE, ESBUILD_OPTIONS, FUNCTION_NAMES, PROJECT_ROOT, entryOf } from '../infra/bundling.js';
@@ -675,8 +676,25 @@ describe('props', () => {
     assert.deepEqual(readdirSync(assetDir, { recursive: true }).map(String).sort(), ['ocirelay', join('ocirelay', 'config.json')]);
     const shipped = readFileSync(join(assetDir, CONFIG_LAYER_FILE.replace(/^\/opt\//, '')), 'utf8');
     assert.deepEqual(parseConfig(shipped, 'layer'), parseConfig(JSON.stringify(huge)));
-    // A configuration that fits stays in the environment: no layer.
+    // A configuration that fits stays in the environment (no fixed cut-off: over 2 KiB still fits), no layer.
     assert.equal(resourcesOf('AWS::Lambda::LayerVersion', variant({ config: EXAMPLE_CONFIG }).j).length, 0);
+    const midsize = { rules: huge.rules.slice(0, 25) };
+    assert.ok(Buffer.byteLength(JSON.stringify(midsize)) > 2048, `${Buffer.byteLength(JSON.stringify(midsize))} bytes`);
+    const mid = variant({ config: midsize }).j;
+    assert.equal(resourcesOf('AWS::Lambda::LayerVersion', mid).length, 0);
+    for (const [id, fn] of resourcesOf('AWS::Lambda::Function', mid)) assert.ok(fn.Properties.Environment.Variables[ENV.config], id);
+  });
+
+  test('a configuration with CDK tokens (a secret construct\'s ARN) stays in the environment, and cannot go in a layer', () => {
+    const token = (scope: Stack) => new secretsmanager.Secret(scope, 'HookToken').secretArn;
+    const hooks = (scope: Stack) => [{ path: '/hooks/registry', kind: 'distribution' as const, token: { secretsManager: token(scope) } }];
+    // Small: in the environment, where CloudFormation resolves the token.
+    const { j } = variant((scope) => ({ config: { ...EXAMPLE_CONFIG, webhooks: hooks(scope) } }));
+    const ingress = resourcesOf('AWS::Lambda::Function', j).find(([id]) => id.includes('Ingress'))?.[1] as Json;
+    assert.ok(JSON.stringify(ingress.Properties.Environment.Variables[ENV.config]).includes('Fn::Join'), 'the token is resolved by CloudFormation');
+    // Large: synth refuses, naming why, rather than write "${Token[...]}" into a file.
+    const rules = Array.from({ length: 100 }, (_, i) => ({ name: `image-${i}`, from: `docker.io/library/image-${i}`, to: `registry.example.com/mirror/image-${i}` }));
+    assert.throws(() => variant((scope) => ({ config: { rules, webhooks: hooks(scope) } })), /too large for the functions' environment, so it must go in a layer, which cannot hold CDK tokens/);
   });
 });
 

@@ -117,7 +117,7 @@ let ingress: Promise<IngressEnv> | undefined;
 export function awsIngressEnv(env: NodeJS.ProcessEnv = process.env): Promise<IngressEnv> {
   ingress ??= (async () => {
     const config = configFromEnv(env);
-    if (!config) throw new OciRelayError(ErrorCodes.Config, 'OCIRELAY_CONFIG is not set: ingress needs rules');
+    if (!config) throw new OciRelayError(ErrorCodes.Config, 'neither OCIRELAY_CONFIG nor OCIRELAY_CONFIG_FILE is set: ingress needs rules');
     // Loaded here, not at the top: only ingress reads secrets this way (a cold start of the others is spared the client).
     const { GetSecretValueCommand, SecretsManagerClient } = await import('@aws-sdk/client-secrets-manager');
     const secretsClient = new SecretsManagerClient({});

@@ -86,7 +86,7 @@ export interface PipelineEnv {
    * commit as soon as a task of its request completes.
    */
   commitDelaySeconds?: number;
-  /** The rules (OCIRELAY_CONFIG): what the steps of a scheduled sync read; absent, sync messages fail. */
+  /** The rules (OCIRELAY_CONFIG or OCIRELAY_CONFIG_FILE): what the steps of a scheduled sync read; absent, sync messages fail. */
   config?: Config;
   /** Repositories per catalog page, and tags per tag-list page, of a sync step. Default 1000. */
   syncPageSize?: number;

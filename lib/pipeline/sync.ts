@@ -41,7 +41,7 @@ export interface SyncStepResult {
 
 /** The rule a message names, checked against the configuration: its place and its name must agree. */
 function resolveRule(message: SyncMessage, config: Config | undefined): SyncRule {
-  if (!config) throw new OciRelayError(ErrorCodes.Config, 'sync messages need the rules (OCIRELAY_CONFIG), and this environment has none');
+  if (!config) throw new OciRelayError(ErrorCodes.Config, 'sync messages need the rules (OCIRELAY_CONFIG or OCIRELAY_CONFIG_FILE), and this environment has none');
   const rule = config.rules[message.rule.index];
   if (!rule || rule.name !== message.rule.name) {
     throw new InvalidMessageError(`sync message: the configuration has no rule ${message.rule.index}${message.rule.name ? ` named ${JSON.stringify(message.rule.name)}` : ' without a name'} (it changed since the message was sent)`);
