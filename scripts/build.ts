@@ -1,60 +1,22 @@
 /**
- * `npm run build`: compiles lib/ into dist/ (the library, with type declarations), then bundles the
- * CLI over dist/cli/bin.js: its entry, with each command a chunk loaded when that command runs.
- *
- * Why a bundle: Node.js resolves, reads and compiles every ES module file on its own, and a copy
- * loads about 60 of ours and 30 of undici's. As one entry plus a few chunks, a command starts
- * ~25 ms sooner (a no-op copy on loopback: 167 -> 141 ms median, `node -e 0` being 65 ms here);
- * the CLI is the one thing whose start is paid on every invocation. The AWS SDK stays external
- * (it is loaded, from node_modules, only by an export to S3), and so does nothing else: the
- * bundle carries undici, yaml, zod and the rest, as the Lambda bundles do (infra/bundling.ts).
- * Not minified: stack traces stay readable, and minifying bought no start time (measured).
+ * `npm run build` (also npm ci's prepare step, and test/run.mjs before any test): compiles lib/
+ * into dist/ (the library, with type declarations), then bundles the CLI over dist/cli/bin.js
+ * (scripts/cli-bundle.ts). An entry of its own, so that it always builds, however it is reached.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { build, type BuildOptions } from 'esbuild';
-import { ESM_REQUIRE_BANNER, PROJECT_ROOT } from '../infra/bundling.js';
-
-export const CLI_ENTRY = join(PROJECT_ROOT, 'lib', 'cli', 'bin.ts');
-export const CLI_OUT_DIR = join(PROJECT_ROOT, 'dist', 'cli');
-
-export const CLI_ESBUILD_OPTIONS = {
-  entryPoints: [CLI_ENTRY],
-  outdir: CLI_OUT_DIR,
-  entryNames: '[name]',
-  chunkNames: 'chunks/[name]-[hash]',
-  bundle: true,
-  splitting: true,
-  platform: 'node',
-  target: 'node20',
-  format: 'esm',
-  // A map beside each file, for `node --enable-source-maps` when a trace is needed; nothing reads
-  // it otherwise.
-  sourcemap: 'linked',
-  sourcesContent: false,
-  external: ['@aws-sdk/*'],
-  banner: { js: ESM_REQUIRE_BANNER },
-  logLevel: 'warning',
-} satisfies BuildOptions;
+import { PROJECT_ROOT } from '../infra/bundling.js';
+import { buildCli } from './cli-bundle.js';
 
 function compileLibrary(): void {
   const tsc = spawnSync(process.execPath, [join(PROJECT_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(PROJECT_ROOT, 'lib', 'tsconfig.json')], { stdio: 'inherit' });
   if (tsc.status !== 0) throw new Error('compiling lib/ into dist/ failed');
 }
 
-export async function buildCli(): Promise<void> {
-  rmSync(join(CLI_OUT_DIR, 'chunks'), { recursive: true, force: true });
-  await build(CLI_ESBUILD_OPTIONS);
-  chmodSync(join(CLI_OUT_DIR, 'bin.js'), 0o755);
-}
-
-if (import.meta.url === `file://${process.argv[1]}`) {
-  try {
-    compileLibrary();
-    await buildCli();
-  } catch (err) {
-    console.error(`build: ${(err as Error).message}`);
-    process.exit(1);
-  }
+try {
+  compileLibrary();
+  await buildCli();
+} catch (err) {
+  console.error(`build: ${(err as Error).message}`);
+  process.exit(1);
 }

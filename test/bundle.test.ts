@@ -1,7 +1,7 @@
 // Bundles every Lambda function with esbuild, with the options the CDK construct uses
 // (infra/bundling.ts), then imports each bundle in a fresh `node` process, as Lambda would: it
 // must load, export `handler`, leave out the AWS SDK and stay within its size budget. And the
-// CLI's bundle (scripts/build.ts): what a command loads on start.
+// CLI's bundle (scripts/cli-bundle.ts): what a command loads on start.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -26,7 +26,7 @@ import { EXAMPLE_TARGET_REGISTRY, exampleConfig } from '../infra/example-config.
 import { pushTestImage, randomBytes, receiveRecords, startRegistry, startS3, startSqs, tarOf, type RunningSqs } from './support/index.js';
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { PROTOCOL_VERSION } from '../lib/pipeline/messages.js';
-import { CLI_ENTRY, CLI_ESBUILD_OPTIONS, CLI_OUT_DIR } from '../scripts/build.js';
+import { CLI_ENTRY, CLI_ESBUILD_OPTIONS, CLI_OUT_DIR } from '../scripts/cli-bundle.js';
 
 const run = promisify(execFile);
 
@@ -251,7 +251,7 @@ describe('export bundle against real servers', () => {
   });
 });
 
-describe('the CLI bundle (scripts/build.ts)', () => {
+describe('the CLI bundle (scripts/cli-bundle.ts)', () => {
   // What a command loads before it does anything is what every invocation pays (bench target 3):
   // the entry and the copy command's chunk, with everything they import statically.
   test('the entry and the copy command load neither the AWS SDK nor child_process; export reaches the SDK only by dynamic import', async () => {
