@@ -180,6 +180,32 @@ describe('pipeline end to end', () => {
     assert.equal(await queueDepth(sqs.client, work.url), 0);
   });
 
+  test('fan-out of a source named by digest asks the target for the root while it still reads the source', { timeout: 60_000 }, async () => {
+    const [s, t] = await Promise.all([startProxy(`http://${src.host}`), startProxy(`http://${dst.host}`)]);
+    try {
+      let headSeen!: () => void;
+      const seen = new Promise<void>((resolve) => (headSeen = resolve));
+      t.intercept = (req) => {
+        if (req.method === 'HEAD' && req.path.endsWith(`/manifests/${index.digest}`)) headSeen();
+        return undefined;
+      };
+      // The source's manifest GETs wait until the target was asked: a probe sent only after
+      // planning would never come, and fan-out would hang (the test's timeout).
+      s.intercept = async (req) => {
+        if (req.method === 'GET' && req.path.includes('/manifests/')) await seen;
+        return undefined;
+      };
+      const answer = await fanout(request(`${s.host}/app/web@${index.digest}`, `${t.host}/early/web:1.0`));
+      assert.equal(answer.status, 'planned');
+      assert.equal(answer.digest, index.digest);
+      assert.equal(t.requests.filter((r) => r.method === 'HEAD' && r.path.endsWith(`/manifests/${index.digest}`)).length, 1, 'asked once, not again after planning');
+      await drain();
+      assert.ok((await inspectRaw(`${dst.host}/early/web:1.0`)).equals(index.bytes));
+    } finally {
+      await Promise.all([s.stop(), t.stop()]);
+    }
+  });
+
   test('an export task writes an archive to S3 that skopeo reads back', async () => {
     await env.fanout.invokeAsync(serialise(request(`${src.host}/app/web:1.0`, `${dst.host}/mirror/exported:1.0`, { export: { format: 'oci', destination: `s3://${s3.bucket}/exports/web-arm64.tar`, platform: 'linux/arm64' } })));
     await drain();

@@ -70,7 +70,8 @@ export function planOptionsFor(req: ResolvedRequest, includeForeignLayers: boole
   };
 }
 
-function rewritesManifests(request: ResolvedRequest): boolean {
+/** Whether the request changes manifests (then the planned root is not the source's root). */
+export function rewritesManifests(request: Pick<ResolvedRequest, 'platforms' | 'annotations' | 'mode'>): boolean {
   return request.platforms.length > 0 || Object.keys(request.annotations).length > 0 || request.mode === 'normalise-to-multiarch';
 }
 

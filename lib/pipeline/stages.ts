@@ -12,7 +12,7 @@ import pLimit from 'p-limit';
 import { verifyBytes } from '../digest.js';
 import { errorMessage, ErrorCodes, OciRelayError, RegistryError } from '../errors.js';
 import { BlobLocations, commitManifest, copyBlob, sided } from '../engine/execute.js';
-import { normaliseRequest, planOptionsFor, type CopyRequest } from '../engine/copy.js';
+import { normaliseRequest, planOptionsFor, rewritesManifests, type CopyRequest } from '../engine/copy.js';
 import { resolveSource, type SourceGraph, type SourceNode } from '../engine/graph.js';
 import { planCopy, type Plan, type PlannedBlob, type PlannedManifest } from '../engine/plan.js';
 import type { RegistryPool } from '../engine/registries.js';
@@ -171,15 +171,20 @@ export interface FanoutResult {
  */
 export async function fanOut(request: ReplicationRequest, env: PipelineEnv): Promise<FanoutResult> {
   const ref = requestRefOf(request);
-  const { source, target, targetRef } = repositories(env, ref);
+  const { source, target, sourceRef, targetRef } = repositories(env, ref);
   const log = env.logger.child({ requestId: request.id, source: request.source, target: request.target });
+  // A source named by digest (push events carry it) names the root before the source is read,
+  // unless an option rewrites manifests: ask the target for it meanwhile, as copyImage does.
+  const early = sourceRef.digest && !rewritesManifests(normaliseRequest(toCopyRequest(ref))) ? { digest: sourceRef.digest, head: sided('target', () => target.headManifest(sourceRef.digest as string)) } : undefined;
+  early?.head.catch(() => undefined); // awaited below; a failure of planning first must not leave it unhandled
   const { plan: p } = await plan(env, ref);
   const result: FanoutResult = { digest: p.root.digest, noop: false, tasks: { image: 0, blob: 0, commit: 0 } };
 
   await env.ensureRepository?.(target.client.registry, target.name);
 
   // Already there under its tag: nothing to do but what the request adds (export, referrers).
-  const present = await sided('target', () => target.headManifest(p.root.digest));
+  // (An early answer of 404 from an ECR repository created just above is still right: it held nothing.)
+  const present = early?.digest === p.root.digest ? await early.head : await sided('target', () => target.headManifest(p.root.digest));
   const tagged = present && (p.tags.length === 0 || (await Promise.all(p.tags.map((t) => sided('target', () => target.headManifest(t))))).every((h) => h?.digest === p.root.digest));
 
   const work: string[] = [];
