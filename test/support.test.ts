@@ -12,6 +12,7 @@ import {
   inspectConfig,
   inspectRaw,
   layoutDescriptor,
+  onFreePort,
   pushLayout,
   randomBytes,
   readBody,
@@ -473,5 +474,24 @@ describe('fixtures', () => {
     await pushLayout(`${img.layout}:list`, `${registry.host}/docker/list:v1`, { all: true, format: 'v2s2' });
     const raw = JSON.parse((await inspectRaw(`${registry.host}/docker/list:v1`)).toString('utf8')) as { mediaType: string };
     assert.equal(raw.mediaType, 'application/vnd.docker.distribution.manifest.list.v2+json');
+  });
+});
+
+describe('onFreePort', () => {
+  test('a start that finds its port taken is tried again on another; any other failure is not', async () => {
+    const tried: number[] = [];
+    const port = await onFreePort(async (p) => {
+      tried.push(p);
+      if (tried.length < 3) throw new Error(`server exited: Error: listen EADDRINUSE: address already in use 127.0.0.1:${p}`);
+      return p;
+    });
+    assert.equal(tried.length, 3);
+    assert.equal(port, tried[2]);
+    let calls = 0;
+    await assert.rejects(onFreePort(async () => (calls++, Promise.reject(new Error('config invalid')))), /config invalid/);
+    assert.equal(calls, 1);
+    calls = 0;
+    await assert.rejects(onFreePort(async () => (calls++, Promise.reject(new Error('EADDRINUSE'))), 2), /EADDRINUSE/);
+    assert.equal(calls, 2);
   });
 });

@@ -4,7 +4,7 @@ export * from './registry.js';
 export * from './token-server.js';
 export * from './proxy.js';
 export * from './fixtures.js';
-export { freePort, makeTempDir, removeTempDir, pollUntil, CommandError } from './process.js';
+export { freePort, makeTempDir, onFreePort, removeTempDir, pollUntil, CommandError } from './process.js';
 export { startS3, type RunningS3 } from './s3.js';
 export * from './images.js';
 export * from './sqs.js';

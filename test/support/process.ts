@@ -76,6 +76,24 @@ export async function removeTempDir(dir: string): Promise<void> {
 }
 
 /** A TCP port that was free on 127.0.0.1 a moment ago (bind port 0, read it, close). */
+/**
+ * Starts a server on a port found free. Another process may take that port between the check and
+ * the server's bind (tests run in parallel), so a start that fails because the address is in use
+ * (its error says so, with the server's output) is tried again on a new port.
+ */
+export async function onFreePort<T>(start: (port: number) => Promise<T>, attempts = 5): Promise<T> {
+  let last: unknown;
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    try {
+      return await start(await freePort());
+    } catch (err) {
+      last = err;
+      if (!/EADDRINUSE|address already in use/i.test((err as Error)?.message ?? '')) throw err;
+    }
+  }
+  throw last;
+}
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();

@@ -3,7 +3,7 @@
 import { randomBytes as cryptoRandomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { freePort, makeTempDir, pollUntil, removeTempDir, run, spawnManaged, tail } from './process.js';
+import { makeTempDir, onFreePort, pollUntil, removeTempDir, run, spawnManaged, tail } from './process.js';
 import type { ManagedProcess } from './process.js';
 import { startTokenServer } from './token-server.js';
 import type { RunningTokenServer, TokenServerOptions } from './token-server.js';
@@ -107,11 +107,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Runn
       };
     }
 
-    // The port is found by binding 0 and closing; another process may grab it before the
-    // registry binds, so a bind failure is retried on a new port.
-    let lastError: Error | undefined;
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const port = await freePort();
+    return await onFreePort(async (port) => {
       (config['http'] as Record<string, unknown>)['addr'] = `127.0.0.1:${port}`;
       // distribution reads YAML; JSON is YAML.
       await writeFile(configPath, JSON.stringify(config, null, 2));
@@ -121,9 +117,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Runn
         await waitReady(proc, url, options.startTimeoutMs ?? 15_000);
       } catch (err) {
         await proc.kill();
-        lastError = err as Error;
-        if (/address already in use/i.test(proc.output())) continue;
-        throw err;
+        throw err; // its message carries the registry's output (onFreePort retries "address already in use")
       }
       let stopping: Promise<void> | undefined;
       const ts = tokenServer;
@@ -146,8 +140,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Runn
           return stopping;
         },
       };
-    }
-    throw lastError ?? new Error('registry did not start');
+    });
   } catch (err) {
     await tokenServer?.stop();
     await removeTempDir(dir);

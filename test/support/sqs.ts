@@ -3,8 +3,8 @@
 // mapping does: ReceiveMessage, an SQS event built from the received messages, the handler's
 // partial batch failures honoured (successes deleted, failures left to their visibility timeout).
 import { fileURLToPath } from 'node:url';
-import { CreateQueueCommand, DeleteMessageBatchCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SQSClient, type Message } from '@aws-sdk/client-sqs';
-import { freePort, pollUntil, spawnManaged, tail } from './process.js';
+import { CreateQueueCommand, DeleteMessageBatchCommand, GetQueueAttributesCommand, ListQueuesCommand, ReceiveMessageCommand, SQSClient, type Message } from '@aws-sdk/client-sqs';
+import { onFreePort, pollUntil, spawnManaged, tail } from './process.js';
 
 export interface RunningSqs {
   endpoint: string;
@@ -17,16 +17,25 @@ export interface RunningSqs {
 const launcher = fileURLToPath(new URL('./fauxqs-launcher.mjs', import.meta.url));
 
 export async function startSqs(): Promise<RunningSqs> {
-  const port = await freePort();
-  const proc = spawnManaged(process.execPath, [launcher], { env: { ...process.env, PORT: String(port) } });
-  const endpoint = `http://127.0.0.1:${port}`;
-  const client = new SQSClient({ endpoint, region: 'us-east-1', credentials: { accessKeyId: 'test', secretAccessKey: 'test' } });
-  await pollUntil(async () => (await fetch(endpoint).then(() => true, () => undefined)), {
-    timeoutMs: 15_000,
-    what: `fauxqs on ${endpoint}`,
-    abort: () => {
-      if (proc.hasExited()) throw new Error(`fauxqs exited: ${tail(proc.output())}`);
-    },
+  const { proc, endpoint, client } = await onFreePort(async (port) => {
+    const proc = spawnManaged(process.execPath, [launcher], { env: { ...process.env, PORT: String(port) } });
+    const endpoint = `http://127.0.0.1:${port}`;
+    const client = new SQSClient({ endpoint, region: 'us-east-1', credentials: { accessKeyId: 'test', secretAccessKey: 'test' } });
+    try {
+      // An SQS answer (ListQueues), not just any server that may hold the port.
+      await pollUntil(async () => client.send(new ListQueuesCommand({})).then(() => true, () => undefined), {
+        timeoutMs: 15_000,
+        what: `fauxqs on ${endpoint}`,
+        abort: () => {
+          if (proc.hasExited()) throw new Error(`fauxqs exited: ${tail(proc.output())}`);
+        },
+      });
+    } catch (err) {
+      client.destroy();
+      await proc.kill();
+      throw err;
+    }
+    return { proc, endpoint, client };
   });
   let stopping: Promise<void> | undefined;
   return {
