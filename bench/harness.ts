@@ -100,7 +100,7 @@ export interface ToolRun {
   cleanup(): void;
 }
 
-/** `node dist/cli/bin.js ARGS`, compiled JavaScript, exactly what a user starts. */
+/** `node dist/cli/bin.js ARGS`: the bundled CLI (scripts/build.ts), exactly what a user starts. */
 export function ocirelay(args: string[], extraEnv: Record<string, string> = {}, nodeFlags: string[] = []): ToolRun {
   return { command: process.execPath, args: [...nodeFlags, OCIRELAY_BIN, ...args], env: { ...process.env, DOCKER_CONFIG: dockerConfigDir, ...extraEnv }, cleanup: () => undefined };
 }
