@@ -18,7 +18,7 @@ import { sided, type CopyEvent } from './execute.js';
 import { ACCEPT_SINGLE_IMAGE, resolveSource, type CopyMode } from './graph.js';
 import { planCopy, type PlanOptions } from './plan.js';
 import { copyReferrers } from './referrers.js';
-import { executePlan, type CopyOptions, type CopyResult, type ExecuteArgs } from './run.js';
+import { executePlan, probeRoot, type CopyOptions, type CopyResult, type RootProbe } from './run.js';
 
 export { RegistryLimits, executePlan, type BlobCounts, type CopyOptions, type CopyResult } from './run.js';
 
@@ -107,7 +107,7 @@ export async function copyImage(request: CopyRequest, options: CopyOptions): Pro
   // The near-free no-op: a HEAD on each side, at once. HEADs, not a GET of the source that a copy
   // could reuse: the no-op is the common run (re-runs, scheduled syncs), and manifest GETs are
   // what Docker Hub's pull-rate limit and registries' pull counts (Harbor, Quay) count.
-  let rootProbe: ExecuteArgs['rootProbe'];
+  let rootProbe: RootProbe | undefined;
   if (!rewritesManifests(req) && !request.referrers) {
     const headSource = async (): Promise<{ digest: string | undefined; mediaType: string | undefined } | undefined> => {
       if (req.source.digest) return { digest: req.source.digest, mediaType: undefined };
@@ -123,13 +123,8 @@ export async function copyImage(request: CopyRequest, options: CopyOptions): Pro
     }
     // Is the root in the target under another name (then only the tag is written)? Asked while the
     // source is read, not after planning. A schema-1 root is converted: its digest changes.
-    if (src?.digest && !(src.mediaType && isSchema1MediaType(src.mediaType))) {
-      const digest = src.digest;
-      // A target addressed by that very digest has answered already.
-      const head = targetRef === digest ? Promise.resolve(dst) : sided('target', () => target.headManifest(digest));
-      head.catch(() => undefined); // awaited by executePlan; a failure before then must not go unhandled
-      rootProbe = { digest, head };
-    }
+    // (A target addressed by that very digest has answered already.)
+    if (src?.digest && !(src.mediaType && isSchema1MediaType(src.mediaType))) rootProbe = probeRoot(target, src.digest, targetRef === src.digest ? { head: dst } : undefined);
   }
 
   const graph = await sided('source', () => resolveSource(source, sourceReference(req.source), { mode: req.mode, platforms: req.platforms, ...(options.signal ? { signal: options.signal } : {}) }));

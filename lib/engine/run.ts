@@ -75,11 +75,29 @@ export interface ExecuteArgs {
   target: Repository;
   options: CopyOptions;
   result: CopyResult;
-  /**
-   * A HEAD of the target by a digest, already sent: used for the root-present check when the
-   * planned root has that digest (copyImage sends it while the source is still being read).
-   */
-  rootProbe?: { digest: string; head: Promise<ManifestHead | undefined> };
+  /** The root-present question, already asked (copyImage asks it while it reads the source). */
+  rootProbe?: RootProbe;
+}
+
+/** A HEAD of the target by the digest the root is expected to have, sent before planning ends. */
+export interface RootProbe {
+  digest: string;
+  head: Promise<ManifestHead | undefined>;
+}
+
+/**
+ * Asks the target for `digest` now, so that the answer is ready when the plan is (one round trip
+ * off the critical path); `answered` is a HEAD of that very digest already made.
+ */
+export function probeRoot(target: Repository, digest: string, answered?: { head: ManifestHead | undefined }): RootProbe {
+  const head = answered ? Promise.resolve(answered.head) : sided('target', () => target.headManifest(digest));
+  head.catch(() => undefined); // awaited by rootPresent; a failure before then must not go unhandled
+  return { digest, head };
+}
+
+/** Is the planned root in the target? The probe's answer when it asked for that digest, else a HEAD now. */
+export function rootPresent(target: Repository, digest: string, probe: RootProbe | undefined): Promise<ManifestHead | undefined> {
+  return probe?.digest === digest ? probe.head : sided('target', () => target.headManifest(digest));
 }
 
 /** Runs a plan against the target. Exported for the embedded pipeline and for referrers. */
@@ -101,8 +119,7 @@ export async function executePlan(plan: Plan, { source, target, options, result,
   const hosts = [source.client.registry, target.client.registry];
 
   // Already there? Then every blob and child is there too (invariant 1 held when it was pushed).
-  const rootPresent = rootProbe?.digest === plan.root.digest ? await rootProbe.head : await sided('target', () => target.headManifest(plan.root.digest));
-  if (rootPresent) {
+  if (await rootPresent(target, plan.root.digest, rootProbe)) {
     result.noop = true;
     for (const tag of plan.tags) {
       const current = await sided('target', () => target.headManifest(tag));

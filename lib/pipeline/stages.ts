@@ -12,7 +12,8 @@ import pLimit from 'p-limit';
 import { verifyBytes } from '../digest.js';
 import { errorMessage, ErrorCodes, OciRelayError, RegistryError } from '../errors.js';
 import { BlobLocations, commitManifest, copyBlob, sided } from '../engine/execute.js';
-import { normaliseRequest, planOptionsFor, rewritesManifests, type CopyRequest } from '../engine/copy.js';
+import { normaliseRequest, planOptionsFor, rewritesManifests, type CopyRequest, type ResolvedRequest } from '../engine/copy.js';
+import { probeRoot, rootPresent } from '../engine/run.js';
 import { resolveSource, type SourceGraph, type SourceNode } from '../engine/graph.js';
 import { planCopy, type Plan, type PlannedBlob, type PlannedManifest } from '../engine/plan.js';
 import type { RegistryPool } from '../engine/registries.js';
@@ -123,12 +124,12 @@ export function isEcrRegistry(registry: string): boolean {
   return /^\d{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$/.test(registry);
 }
 
-function repositories(env: PipelineEnv, request: RequestRef): { source: Repository; target: Repository; sourceRef: ReturnType<typeof parseReference>; targetRef: ReturnType<typeof parseReference> } {
+function repositories(env: PipelineEnv, request: RequestRef): { req: ResolvedRequest; source: Repository; target: Repository; targetRef: ReturnType<typeof parseReference> } {
   const req = normaliseRequest(toCopyRequest(request));
   return {
+    req,
     source: env.registries.get(req.source.registry).repository(req.source.repository, 'pull'),
     target: env.registries.get(req.target.registry).repository(req.target.repository, 'push'),
-    sourceRef: req.source,
     targetRef: req.target,
   };
 }
@@ -146,8 +147,7 @@ function toCopyRequest(request: RequestRef): CopyRequest {
 }
 
 async function plan(env: PipelineEnv, request: RequestRef): Promise<{ plan: Plan; graph: SourceGraph }> {
-  const req = normaliseRequest(toCopyRequest(request));
-  const { source } = repositories(env, request);
+  const { req, source } = repositories(env, request);
   const graph = await sided('source', () => resolveSource(source, req.source.digest ?? req.source.tag ?? 'latest', { mode: req.mode, platforms: req.platforms }));
   return {
     graph,
@@ -171,12 +171,11 @@ export interface FanoutResult {
  */
 export async function fanOut(request: ReplicationRequest, env: PipelineEnv): Promise<FanoutResult> {
   const ref = requestRefOf(request);
-  const { source, target, sourceRef, targetRef } = repositories(env, ref);
+  const { req, source, target, targetRef } = repositories(env, ref);
   const log = env.logger.child({ requestId: request.id, source: request.source, target: request.target });
   // A source named by digest (push events carry it) names the root before the source is read,
   // unless an option rewrites manifests: ask the target for it meanwhile, as copyImage does.
-  const early = sourceRef.digest && !rewritesManifests(normaliseRequest(toCopyRequest(ref))) ? { digest: sourceRef.digest, head: sided('target', () => target.headManifest(sourceRef.digest as string)) } : undefined;
-  early?.head.catch(() => undefined); // awaited below; a failure of planning first must not leave it unhandled
+  const early = req.source.digest && !rewritesManifests(req) ? probeRoot(target, req.source.digest) : undefined;
   const { plan: p } = await plan(env, ref);
   const result: FanoutResult = { digest: p.root.digest, noop: false, tasks: { image: 0, blob: 0, commit: 0 } };
 
@@ -184,7 +183,7 @@ export async function fanOut(request: ReplicationRequest, env: PipelineEnv): Pro
 
   // Already there under its tag: nothing to do but what the request adds (export, referrers).
   // (An early answer of 404 from an ECR repository created just above is still right: it held nothing.)
-  const present = early?.digest === p.root.digest ? await early.head : await sided('target', () => target.headManifest(p.root.digest));
+  const present = await rootPresent(target, p.root.digest, early);
   const tagged = present && (p.tags.length === 0 || (await Promise.all(p.tags.map((t) => sided('target', () => target.headManifest(t))))).every((h) => h?.digest === p.root.digest));
 
   const work: string[] = [];
